@@ -1,0 +1,1 @@
+"""fedmesh: the federated-learning plane of a self-healing wireless mesh network."""

@@ -1,0 +1,1 @@
+"""The four fedmesh gRPC services, imported as ``fedmesh.services.<name>``."""
