@@ -1,0 +1,1 @@
+"""fedmesh.rpc."""
