@@ -1,0 +1,23 @@
+"""SHA-256 digests over canonical payloads."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from fedmesh.tensors.canonical import iter_payload
+
+
+def digest_chunks(chunks: Iterable[bytes]) -> str:
+    """Hex SHA-256 over a payload given in chunks."""
+    hasher = hashlib.sha256()
+    for chunk in chunks:
+        hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def digest_tensors(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Hex SHA-256 over the canonical payload of ``tensors``."""
+    return digest_chunks(iter_payload(tensors))
