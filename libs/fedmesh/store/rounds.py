@@ -169,7 +169,11 @@ class RoundStore:
         try:
             previous = await self._transition(
                 keys=[keys.round_key(run_id, round_no)],
-                args=[json.dumps([p.value for p in wanted]), new.value, json.dumps(dict(fields or {}))],
+                args=[
+                    json.dumps([p.value for p in wanted]),
+                    new.value,
+                    json.dumps(dict(fields or {})),
+                ],
             )
         except ResponseError as exc:
             text = _error_text(exc)
@@ -261,7 +265,7 @@ class RoundStore:
         )
         due = []
         for member in members:
-            run_id, _, round_no = member.rpartition("|")
+            run_id, _, round_no = str(member).rpartition("|")
             due.append((run_id, int(round_no)))
         return due
 
@@ -270,9 +274,7 @@ def _receipt_error(text: str, run_id: str, round_no: int, receipt: Receipt) -> E
     if text == "NOTFOUND":
         return NotFound(f"round {round_no} of run {run_id} does not exist")
     if text.startswith("PHASE "):
-        return FailedPrecondition(
-            f"round {round_no} of run {run_id} is {text[6:]}, not COLLECTING"
-        )
+        return FailedPrecondition(f"round {round_no} of run {run_id} is {text[6:]}, not COLLECTING")
     if text == "NOTSELECTED":
         return FailedPrecondition(
             f"node {receipt.node_id!r} was not selected for round {round_no} of run {run_id}"

@@ -12,6 +12,7 @@ import json
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from safetensors.torch import load as _load_safetensors
@@ -78,7 +79,9 @@ def parse_header(head: bytes) -> ParsedHeader:
     for name, entry in entries.items():
         try:
             specs.append(
-                TensorSpec(name, dtype_from_code(entry["dtype"]), tuple(int(d) for d in entry["shape"]))
+                TensorSpec(
+                    name, dtype_from_code(entry["dtype"]), tuple(int(d) for d in entry["shape"])
+                )
             )
         except (KeyError, TypeError, ValueError):
             raise InvalidArgument(f"safetensors header entry {name!r} is malformed") from None
@@ -90,7 +93,8 @@ def parse_header(head: bytes) -> ParsedHeader:
 
 def _raw_bytes(tensor: torch.Tensor) -> memoryview:
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy()).cast("B")
+    array: Any = flat.view(torch.uint8).numpy()
+    return memoryview(array).cast("B")
 
 
 def iter_payload(
