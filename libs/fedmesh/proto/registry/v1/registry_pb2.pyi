@@ -8,6 +8,7 @@ from fedmesh.proto.common.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,23 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AliasAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AliasActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AliasAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALIAS_ACTION_UNSPECIFIED: _AliasAction.ValueType  # 0
+    ALIAS_ACTION_PROMOTE: _AliasAction.ValueType  # 1
+    ALIAS_ACTION_ROLLBACK: _AliasAction.ValueType  # 2
+
+class AliasAction(_AliasAction, metaclass=_AliasActionEnumTypeWrapper): ...
+
+ALIAS_ACTION_UNSPECIFIED: AliasAction.ValueType  # 0
+ALIAS_ACTION_PROMOTE: AliasAction.ValueType  # 1
+ALIAS_ACTION_ROLLBACK: AliasAction.ValueType  # 2
+Global___AliasAction: _TypeAlias = AliasAction  # noqa: Y015
 
 @_typing.final
 class RejectedNode(_message.Message):
@@ -65,6 +83,7 @@ class ModelVersion(_message.Message):
     ALIASES_FIELD_NUMBER: _builtins.int
     BLOB_DELETED_FIELD_NUMBER: _builtins.int
     RECORD_DIGEST_FIELD_NUMBER: _builtins.int
+    SIGNER_KEY_ID_FIELD_NUMBER: _builtins.int
     parent_version: _builtins.int
     previous_digest: _builtins.str
     run_id: _builtins.str
@@ -78,6 +97,8 @@ class ModelVersion(_message.Message):
     blob_deleted: _builtins.bool
     record_digest: _builtins.str
     """SHA-256 (hex) of this record's canonical form; the next version stores it."""
+    signer_key_id: _builtins.str
+    """Id of the Ed25519 key that signed the record (first 16 hex of SHA-256 of the public key)."""
     @_builtins.property
     def ref(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
@@ -111,10 +132,11 @@ class ModelVersion(_message.Message):
         aliases: _abc.Iterable[_builtins.str] | None = ...,
         blob_deleted: _builtins.bool = ...,
         record_digest: _builtins.str = ...,
+        signer_key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "manifest", b"manifest", "ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "blob_deleted", b"blob_deleted", "created_unix_ms", b"created_unix_ms", "delta", b"delta", "epsilon_spent", b"epsilon_spent", "evaluation", b"evaluation", "manifest", b"manifest", "parent_version", b"parent_version", "participant_update_digests", b"participant_update_digests", "previous_digest", b"previous_digest", "record_digest", b"record_digest", "ref", b"ref", "rejected", b"rejected", "round", b"round", "rule", b"rule", "run_id", b"run_id", "signature", b"signature", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "blob_deleted", b"blob_deleted", "created_unix_ms", b"created_unix_ms", "delta", b"delta", "epsilon_spent", b"epsilon_spent", "evaluation", b"evaluation", "manifest", b"manifest", "parent_version", b"parent_version", "participant_update_digests", b"participant_update_digests", "previous_digest", b"previous_digest", "record_digest", b"record_digest", "ref", b"ref", "rejected", b"rejected", "round", b"round", "rule", b"rule", "run_id", b"run_id", "signature", b"signature", "signer_key_id", b"signer_key_id", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -451,17 +473,21 @@ class VerifyChainResponse(_message.Message):
 
     VERSIONS_CHECKED_FIELD_NUMBER: _builtins.int
     HEAD_DIGEST_FIELD_NUMBER: _builtins.int
+    BLOBS_CHECKED_FIELD_NUMBER: _builtins.int
     versions_checked: _builtins.int
     head_digest: _builtins.str
+    blobs_checked: _builtins.int
+    """Blobs re-hashed (versions whose blob retention dropped are checked by record only)."""
     def __init__(
         self,
         *,
         versions_checked: _builtins.int = ...,
         head_digest: _builtins.str = ...,
+        blobs_checked: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["head_digest", b"head_digest", "versions_checked", b"versions_checked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_checked", b"blobs_checked", "head_digest", b"head_digest", "versions_checked", b"versions_checked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -520,19 +546,23 @@ class PromoteModelRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     ALIAS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
     alias: _builtins.str
+    reason: _builtins.str
+    """Why; kept in the alias history."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         version: _builtins.int = ...,
         alias: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "name", b"name", "reason", b"reason", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -564,17 +594,22 @@ class RollbackModelRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
+    """The earlier version production goes back to; 0 for the one it held before its last move."""
+    reason: _builtins.str
+    """Why; kept in the alias history."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         version: _builtins.int = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -622,20 +657,190 @@ class GetStatusResponse(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
     BLOB_BYTES_FIELD_NUMBER: _builtins.int
+    SIGNING_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    SIGNING_KEY_ID_FIELD_NUMBER: _builtins.int
     models: _builtins.int
     versions: _builtins.int
     blob_bytes: _builtins.int
+    signing_public_key: _builtins.bytes
+    """Raw 32-byte Ed25519 public key that verifies every record's signature."""
+    signing_key_id: _builtins.str
     def __init__(
         self,
         *,
         models: _builtins.int = ...,
         versions: _builtins.int = ...,
         blob_bytes: _builtins.int = ...,
+        signing_public_key: _builtins.bytes = ...,
+        signing_key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_bytes", b"blob_bytes", "models", b"models", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_bytes", b"blob_bytes", "models", b"models", "signing_key_id", b"signing_key_id", "signing_public_key", b"signing_public_key", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class ListModelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
+
+@_typing.final
+class ModelSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AliasesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    latest_version: _builtins.int
+    @_builtins.property
+    def aliases(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Alias name → version."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        latest_version: _builtins.int = ...,
+        aliases: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "latest_version", b"latest_version", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelSummary: _TypeAlias = ModelSummary  # noqa: Y015
+
+@_typing.final
+class ListModelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelSummary]: ...
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class AliasMove(_message.Message):
+    """One alias move: from which version to which, how, when and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALIAS_FIELD_NUMBER: _builtins.int
+    FROM_VERSION_FIELD_NUMBER: _builtins.int
+    TO_VERSION_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    MOVED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    alias: _builtins.str
+    from_version: _builtins.int
+    """0 when the alias was unset before."""
+    to_version: _builtins.int
+    action: Global___AliasAction.ValueType
+    moved_unix_ms: _builtins.int
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        alias: _builtins.str = ...,
+        from_version: _builtins.int = ...,
+        to_version: _builtins.int = ...,
+        action: Global___AliasAction.ValueType = ...,
+        moved_unix_ms: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "alias", b"alias", "from_version", b"from_version", "moved_unix_ms", b"moved_unix_ms", "reason", b"reason", "to_version", b"to_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AliasMove: _TypeAlias = AliasMove  # noqa: Y015
+
+@_typing.final
+class ListAliasMovesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ALIAS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    alias: _builtins.str
+    """Only moves of this alias; empty for all."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        alias: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAliasMovesRequest: _TypeAlias = ListAliasMovesRequest  # noqa: Y015
+
+@_typing.final
+class ListAliasMovesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def moves(self) -> _containers.RepeatedCompositeFieldContainer[Global___AliasMove]: ...
+    def __init__(
+        self,
+        *,
+        moves: _abc.Iterable[Global___AliasMove] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["moves", b"moves"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAliasMovesResponse: _TypeAlias = ListAliasMovesResponse  # noqa: Y015

@@ -85,6 +85,16 @@ class RegistryServiceStub:
                 request_serializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/fedmesh.registry.v1.RegistryService/ListModels',
+                request_serializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.ListAliasMoves = channel.unary_unary(
+                '/fedmesh.registry.v1.RegistryService/ListAliasMoves',
+                request_serializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListAliasMovesRequest.SerializeToString,
+                response_deserializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListAliasMovesResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -153,6 +163,20 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """Every model name with its latest version and aliases.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAliasMoves(self, request, context):
+        """The recorded alias moves of a model, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +229,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.GetStatusRequest.FromString,
                     response_serializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListModelsRequest.FromString,
+                    response_serializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'ListAliasMoves': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAliasMoves,
+                    request_deserializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListAliasMovesRequest.FromString,
+                    response_serializer=fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListAliasMovesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +512,60 @@ class RegistryService:
             '/fedmesh.registry.v1.RegistryService/GetStatus',
             fedmesh_dot_registry_dot_v1_dot_registry__pb2.GetStatusRequest.SerializeToString,
             fedmesh_dot_registry_dot_v1_dot_registry__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmesh.registry.v1.RegistryService/ListModels',
+            fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListModelsRequest.SerializeToString,
+            fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAliasMoves(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmesh.registry.v1.RegistryService/ListAliasMoves',
+            fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListAliasMovesRequest.SerializeToString,
+            fedmesh_dot_registry_dot_v1_dot_registry__pb2.ListAliasMovesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class RegistryServiceStub:
     PromoteModel: _grpc.UnaryUnaryMultiCallable[_registry_pb2.PromoteModelRequest, _registry_pb2.PromoteModelResponse]
     RollbackModel: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RollbackModelRequest, _registry_pb2.RollbackModelResponse]
     GetStatus: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetStatusRequest, _registry_pb2.GetStatusResponse]
+    ListModels: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListModelsRequest, _registry_pb2.ListModelsResponse]
+    """Every model name with its latest version and aliases."""
+    ListAliasMoves: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAliasMovesRequest, _registry_pb2.ListAliasMovesResponse]
+    """The recorded alias moves of a model, newest first."""
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -63,6 +67,10 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     PromoteModel: _aio.UnaryUnaryMultiCallable[_registry_pb2.PromoteModelRequest, _registry_pb2.PromoteModelResponse]  # type: ignore[assignment]
     RollbackModel: _aio.UnaryUnaryMultiCallable[_registry_pb2.RollbackModelRequest, _registry_pb2.RollbackModelResponse]  # type: ignore[assignment]
     GetStatus: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetStatusRequest, _registry_pb2.GetStatusResponse]  # type: ignore[assignment]
+    ListModels: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListModelsRequest, _registry_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """Every model name with its latest version and aliases."""
+    ListAliasMoves: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAliasMovesRequest, _registry_pb2.ListAliasMovesResponse]  # type: ignore[assignment]
+    """The recorded alias moves of a model, newest first."""
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Versioned, content-addressed models with a verifiable lineage chain."""
@@ -138,5 +146,21 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.GetStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.GetStatusResponse, _abc.Awaitable[_registry_pb2.GetStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListModels(
+        self,
+        request: _registry_pb2.ListModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListModelsResponse, _abc.Awaitable[_registry_pb2.ListModelsResponse]]:
+        """Every model name with its latest version and aliases."""
+
+    @_abc_1.abstractmethod
+    def ListAliasMoves(
+        self,
+        request: _registry_pb2.ListAliasMovesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListAliasMovesResponse, _abc.Awaitable[_registry_pb2.ListAliasMovesResponse]]:
+        """The recorded alias moves of a model, newest first."""
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
