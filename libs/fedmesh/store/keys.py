@@ -34,11 +34,6 @@ def receipts_key(run_id: str, round_no: int) -> str:
     return f"{round_key(run_id, round_no)}:receipts"
 
 
-def evaluations_key(run_id: str, round_no: int) -> str:
-    """Hash: node id → JSON evaluation report of the round's model."""
-    return f"{round_key(run_id, round_no)}:evaluations"
-
-
 def aggregate_result_key(run_id: str, round_no: int) -> str:
     """String: JSON result of AggregateRound (makes it idempotent)."""
     return f"{round_key(run_id, round_no)}:result"
@@ -72,3 +67,18 @@ def leader_key() -> str:
 def fencing_key() -> str:
     """Counter: the fencing token, incremented at every leadership change."""
     return f"{PREFIX}:coordinator:fencing"
+
+
+def evaluations_of_version_key(run_id: str, version: int) -> str:
+    """Hash: node id → JSON evaluation of one model version produced by the run."""
+    return f"{run_tag(run_id)}:eval:{version}"
+
+
+def node_task_key(node_id: str) -> str:
+    """String: JSON of the task pending for a node."""
+    return f"{PREFIX}:node:{node_id}:task"
+
+
+def stale_reported_key() -> str:
+    """Set: nodes whose going stale has been reported (cleared when they beat again)."""
+    return f"{PREFIX}:nodes:stale-reported"

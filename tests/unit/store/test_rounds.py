@@ -8,7 +8,9 @@ from fedmesh.store import Phase, Receipt, ReceiptOutcome, RoundStore
 
 
 def receipt(node: str, digest: str = "d1") -> Receipt:
-    return Receipt(node, digest, num_samples=10, payload_bytes=100, local_loss=0.5, received_unix_ms=1)
+    return Receipt(
+        node, digest, num_samples=10, payload_bytes=100, local_loss=0.5, received_unix_ms=1
+    )
 
 
 async def collecting(store: RoundStore, participants: tuple[str, ...] = ("a", "b")) -> None:
