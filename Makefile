@@ -30,7 +30,8 @@ lint: $(STAMP)  ## ruff and buf lint
 	cd protos && buf lint
 
 typecheck: $(STAMP)  ## mypy --strict
-	$(BIN)/mypy libs services bench tests
+	$(BIN)/mypy -p fedmesh
+	$(BIN)/mypy tests bench protos/generate.py
 
 fmt: $(STAMP)  ## format and fix imports
 	$(BIN)/ruff format .

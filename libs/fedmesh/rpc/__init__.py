@@ -3,6 +3,7 @@
 from fedmesh.rpc.channel import DEFAULT_TIMEOUT_S, open_channel
 from fedmesh.rpc.errors import status_of, translate_errors
 from fedmesh.rpc.limits import CHUNK_BYTES, MAX_MESSAGE_BYTES
+from fedmesh.rpc.readiness import all_of, peer_probe, redis_probe
 from fedmesh.rpc.server import RunningServer, ServiceBinding, serve_until_signal, start_server
 from fedmesh.rpc.tls import TlsFiles
 
@@ -13,7 +14,10 @@ __all__ = [
     "RunningServer",
     "ServiceBinding",
     "TlsFiles",
+    "all_of",
     "open_channel",
+    "peer_probe",
+    "redis_probe",
     "serve_until_signal",
     "start_server",
     "status_of",

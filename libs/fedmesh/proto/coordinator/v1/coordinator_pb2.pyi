@@ -179,7 +179,6 @@ class RunSpec(_message.Message):
     TRAINING_FIELD_NUMBER: _builtins.int
     PRIVACY_FIELD_NUMBER: _builtins.int
     SECURE_AGGREGATION_FIELD_NUMBER: _builtins.int
-    EVALUATE_EVERY_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     rounds: _builtins.int
     min_participants: _builtins.int
@@ -188,7 +187,6 @@ class RunSpec(_message.Message):
     collect_deadline_s: _builtins.float
     aggregate_deadline_s: _builtins.float
     seed: _builtins.int
-    evaluate_every: _builtins.int
     @_builtins.property
     def aggregation(self) -> _common_pb2.AggregationSpec: ...
     @_builtins.property
@@ -212,11 +210,10 @@ class RunSpec(_message.Message):
         training: _common_pb2.TrainingSpec | None = ...,
         privacy: _common_pb2.PrivacySpec | None = ...,
         secure_aggregation: _common_pb2.SecureAggregationSpec | None = ...,
-        evaluate_every: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "privacy", b"privacy", "secure_aggregation", b"secure_aggregation", "training", b"training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_deadline_s", b"aggregate_deadline_s", "aggregation", b"aggregation", "collect_deadline_s", b"collect_deadline_s", "evaluate_every", b"evaluate_every", "min_participants", b"min_participants", "model_name", b"model_name", "over_selection", b"over_selection", "privacy", b"privacy", "rounds", b"rounds", "secure_aggregation", b"secure_aggregation", "seed", b"seed", "target_participants", b"target_participants", "training", b"training"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_deadline_s", b"aggregate_deadline_s", "aggregation", b"aggregation", "collect_deadline_s", b"collect_deadline_s", "min_participants", b"min_participants", "model_name", b"model_name", "over_selection", b"over_selection", "privacy", b"privacy", "rounds", b"rounds", "secure_aggregation", b"secure_aggregation", "seed", b"seed", "target_participants", b"target_participants", "training", b"training"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,3 @@
+from fedmesh.services.coordinator.server import main
+
+main()

@@ -1,0 +1,91 @@
+"""Operator and node requests that change runs: start, stop, evaluation reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fedmesh.errors import FailedPrecondition, InvalidArgument
+from fedmesh.services.coordinator.evaluations import EvaluationBoard, NodeEvaluation
+from fedmesh.services.coordinator.nodes import NodeRegistry
+from fedmesh.services.coordinator.ports import Evaluation, ModelCatalog
+from fedmesh.services.coordinator.runs import ModelRef, Run, RunStatus, RunStore
+from fedmesh.services.coordinator.spec import RunSpec, validate, with_defaults
+from fedmesh.store import TERMINAL, Phase, RoundStore
+
+
+class RunControl:
+    """Starts and stops runs and takes evaluation reports."""
+
+    def __init__(
+        self,
+        runs: RunStore,
+        rounds: RoundStore,
+        nodes: NodeRegistry,
+        evaluations: EvaluationBoard,
+        catalog: ModelCatalog,
+        stale_after_ms: int,
+        clock: Callable[[], int],
+    ) -> None:
+        self._runs = runs
+        self._rounds = rounds
+        self._nodes = nodes
+        self._evaluations = evaluations
+        self._catalog = catalog
+        self._stale_after_ms = stale_after_ms
+        self._clock = clock
+
+    async def start(self, spec: RunSpec) -> Run:
+        """Validate the spec, check the model and enough eligible nodes, store the run."""
+        spec = validate(with_defaults(spec))
+        model = await self._catalog.latest(spec.model_name)
+        if model is None:
+            raise FailedPrecondition(
+                f"model {spec.model_name!r} has no version in the registry; publish an "
+                "initial version first (fedmesh models init)"
+            )
+        now = self._clock()
+        eligible = sum(1 for n in await self._nodes.all() if n.eligible(now, self._stale_after_ms))
+        if eligible < spec.min_participants:
+            raise FailedPrecondition(
+                f"{eligible} eligible nodes are online; the run needs at least "
+                f"{spec.min_participants} (min_participants)"
+            )
+        return await self._runs.create(spec, model, now)
+
+    async def stop(self, run_id: str, reason: str) -> Run:
+        """Stop a running run; its open round fails with the reason."""
+        run = await self._runs.get(run_id)
+        if run.status is not RunStatus.RUNNING:
+            raise FailedPrecondition(f"run {run_id} is already {run.status.value}")
+        why = f"run stopped by operator: {reason or 'no reason given'}"
+        await self._runs.finish(run_id, RunStatus.STOPPED, why)
+        if run.current_round and await self._rounds.exists(run_id, run.current_round):
+            record = await self._rounds.get(run_id, run.current_round)
+            if record.phase not in TERMINAL:
+                await self._rounds.transition(
+                    run_id,
+                    run.current_round,
+                    [Phase.PENDING, Phase.COLLECTING, Phase.AGGREGATING],
+                    Phase.FAILED,
+                    {"failure_reason": why, "closed_unix_ms": str(self._clock())},
+                )
+        return await self._runs.get(run_id)
+
+    async def report_evaluation(
+        self, node_id: str, run_id: str, model: ModelRef, evaluation: NodeEvaluation
+    ) -> Evaluation:
+        """Store a node's evaluation of a version of the run and record the combination."""
+        await self._nodes.get(node_id)
+        run = await self._runs.get(run_id)
+        if model.name != run.spec.model_name:
+            raise InvalidArgument(
+                f"model {model.name!r} is not the model of run {run_id} ({run.spec.model_name!r})"
+            )
+        if model.version < 1 or model.version > run.model.version:
+            raise InvalidArgument(
+                f"model version {model.version} is not one run {run_id} has used "
+                f"(latest is {run.model.version})"
+            )
+        combined = await self._evaluations.report(run_id, model.version, node_id, evaluation)
+        await self._catalog.record_evaluation(model, combined)
+        return combined

@@ -1,0 +1,172 @@
+"""Registered nodes: liveness from heartbeats, trust that changes only on evidence, bans."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+import redis.asyncio as aioredis
+
+from fedmesh.errors import InvalidArgument, NotFound, PermissionDenied
+from fedmesh.store import keys
+
+# DESIGN §8: trust starts at 1.0, eligible at ≥ 0.5, ×0.8 per evidence, banned after 3.
+INITIAL_TRUST = 1.0
+ELIGIBLE_TRUST = 0.5
+TRUST_DECAY = 0.8
+BAN_AFTER_EVIDENCE = 3
+
+
+class NodeState(StrEnum):
+    """Liveness and standing of a node."""
+
+    ONLINE = "ONLINE"
+    STALE = "STALE"
+    BANNED = "BANNED"
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node as the coordinator knows it."""
+
+    node_id: str
+    samples: int
+    region: str
+    capabilities: Mapping[str, str]
+    trust: float
+    evidence_count: int
+    banned: bool
+    last_heartbeat_unix_ms: int
+
+    def state(self, now_unix_ms: int, stale_after_ms: int) -> NodeState:
+        """BANNED, STALE (no beat within ``stale_after_ms``) or ONLINE."""
+        if self.banned:
+            return NodeState.BANNED
+        if now_unix_ms - self.last_heartbeat_unix_ms > stale_after_ms:
+            return NodeState.STALE
+        return NodeState.ONLINE
+
+    def eligible(self, now_unix_ms: int, stale_after_ms: int) -> bool:
+        """Online and trusted enough to be selected."""
+        return (
+            self.state(now_unix_ms, stale_after_ms) is NodeState.ONLINE
+            and self.trust >= ELIGIBLE_TRUST
+        )
+
+
+# KEYS[1] node hash. ARGV: evidence increment. Returns {trust, count, banned}.
+_EVIDENCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOTFOUND') end
+local count = redis.call('HINCRBY', KEYS[1], 'evidence_count', 1)
+local trust = tonumber(redis.call('HGET', KEYS[1], 'trust')) * tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'trust', tostring(trust))
+local banned = 0
+if count >= tonumber(ARGV[2]) then banned = 1; redis.call('HSET', KEYS[1], 'banned', '1') end
+return {tostring(trust), count, banned}
+"""
+
+
+@dataclass(frozen=True)
+class EvidenceOutcome:
+    """A node's standing after one more piece of evidence."""
+
+    trust: float
+    evidence_count: int
+    banned: bool
+
+
+class NodeRegistry:
+    """Nodes in Redis, one hash each."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._evidence = redis.register_script(_EVIDENCE)
+
+    async def register(
+        self,
+        node_id: str,
+        samples: int,
+        region: str,
+        capabilities: Mapping[str, str],
+        now_unix_ms: int,
+    ) -> Node:
+        """Add a node or refresh its registration; trust and evidence are kept."""
+        if not node_id or len(node_id) > 256 or any(c.isspace() for c in node_id):
+            raise InvalidArgument(
+                f"node id {node_id!r} is invalid; expected 1–256 characters without spaces"
+            )
+        if samples < 0:
+            raise InvalidArgument(f"samples is {samples}; expected 0 or more")
+        key = keys.node_key(node_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hsetnx(key, "trust", str(INITIAL_TRUST))
+        pipe.hsetnx(key, "evidence_count", "0")
+        pipe.hsetnx(key, "banned", "0")
+        pipe.hset(
+            key,
+            mapping={
+                "samples": str(samples),
+                "region": region,
+                "capabilities": json.dumps(dict(capabilities), sort_keys=True),
+                "last_heartbeat_unix_ms": str(now_unix_ms),
+            },
+        )
+        pipe.sadd(keys.nodes_index_key(), node_id)
+        await pipe.execute()
+        node = await self.get(node_id)
+        if node.banned:
+            raise PermissionDenied(
+                f"node {node_id!r} is banned after {node.evidence_count} pieces of evidence"
+            )
+        return node
+
+    async def heartbeat(self, node_id: str, now_unix_ms: int) -> Node:
+        """Record a beat from a registered node; NotFound for an unknown one."""
+        if not await self._redis.sismember(keys.nodes_index_key(), node_id):
+            raise NotFound(f"node {node_id!r} is not registered; call RegisterNode first")
+        await self._redis.hset(keys.node_key(node_id), "last_heartbeat_unix_ms", str(now_unix_ms))
+        return await self.get(node_id)
+
+    async def get(self, node_id: str) -> Node:
+        """One node; NotFound when it never registered."""
+        raw = _text_map(await self._redis.hgetall(keys.node_key(node_id)))
+        if not raw:
+            raise NotFound(f"node {node_id!r} is not registered")
+        return _node(node_id, raw)
+
+    async def all(self) -> list[Node]:
+        """Every registered node, by id."""
+        ids = sorted(str(i) for i in await self._redis.smembers(keys.nodes_index_key()))
+        pipe = self._redis.pipeline(transaction=False)
+        for node_id in ids:
+            pipe.hgetall(keys.node_key(node_id))
+        rows = await pipe.execute()
+        return [
+            _node(node_id, _text_map(raw)) for node_id, raw in zip(ids, rows, strict=True) if raw
+        ]
+
+    async def add_evidence(self, node_id: str) -> EvidenceOutcome:
+        """One excluded or rejected update: trust ×0.8, banned at the third."""
+        trust, count, banned = await self._evidence(
+            keys=[keys.node_key(node_id)], args=[TRUST_DECAY, BAN_AFTER_EVIDENCE]
+        )
+        return EvidenceOutcome(float(trust), int(count), bool(banned))
+
+
+def _text_map(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def _node(node_id: str, raw: Mapping[str, str]) -> Node:
+    return Node(
+        node_id=node_id,
+        samples=int(raw.get("samples", "0")),
+        region=raw.get("region", ""),
+        capabilities=json.loads(raw.get("capabilities", "{}")),
+        trust=float(raw.get("trust", INITIAL_TRUST)),
+        evidence_count=int(raw.get("evidence_count", "0")),
+        banned=raw.get("banned") == "1",
+        last_heartbeat_unix_ms=int(raw.get("last_heartbeat_unix_ms", "0")),
+    )

@@ -1,0 +1,132 @@
+"""Coordinator wiring: builds the servicer and the control loop from their dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio as aioredis
+
+from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
+from fedmesh.proto.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
+from fedmesh.rpc import (
+    ServiceBinding,
+    all_of,
+    open_channel,
+    peer_probe,
+    redis_probe,
+    serve_until_signal,
+    start_server,
+)
+from fedmesh.services.coordinator.control import RunControl
+from fedmesh.services.coordinator.driver import DriverSettings, RoundDriver, now_ms
+from fedmesh.services.coordinator.evaluations import EvaluationBoard
+from fedmesh.services.coordinator.leadership import Replica
+from fedmesh.services.coordinator.lease import LeaderLease
+from fedmesh.services.coordinator.liveness import LivenessWatch
+from fedmesh.services.coordinator.nodes import NodeRegistry
+from fedmesh.services.coordinator.peers import GrpcAggregation, GrpcModelCatalog
+from fedmesh.services.coordinator.ports import Events
+from fedmesh.services.coordinator.runs import RunStore
+from fedmesh.services.coordinator.servicer import CoordinatorServicer
+from fedmesh.services.coordinator.settings import CoordinatorSettings
+from fedmesh.services.coordinator.tasks import TaskBoard
+from fedmesh.store import RoundStore, connect
+from fedmesh.telemetry import setup_logging, setup_tracing
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
+
+
+@dataclass(frozen=True)
+class Coordinator:
+    """A wired coordinator: its gRPC binding and its replica loop."""
+
+    binding: ServiceBinding
+    replica: Replica
+
+
+def build(
+    settings: CoordinatorSettings,
+    redis: aioredis.Redis,
+    aggregator: grpc.aio.Channel,
+    registry: grpc.aio.Channel,
+    events: Events,
+) -> Coordinator:
+    """Construct the coordinator's domain objects and servicer."""
+    stale_after_ms = int(settings.stale_after_s * 1000)
+    runs, rounds, nodes = RunStore(redis), RoundStore(redis), NodeRegistry(redis)
+    tasks, evaluations = TaskBoard(redis), EvaluationBoard(redis)
+    catalog = GrpcModelCatalog(registry)
+    driver = RoundDriver(
+        runs,
+        rounds,
+        nodes,
+        tasks,
+        GrpcAggregation(aggregator, timeout_s=600.0),
+        events,
+        DriverSettings(settings.common.aggregator_address, stale_after_ms, settings.tick_s),
+    )
+    replica = Replica(
+        LeaderLease(redis, settings.replica_id, settings.lease_ttl_ms),
+        driver,
+        LivenessWatch(redis, nodes, events, stale_after_ms),
+        settings.tick_s,
+    )
+    control = RunControl(runs, rounds, nodes, evaluations, catalog, stale_after_ms, now_ms)
+    servicer = CoordinatorServicer(
+        control,
+        runs,
+        rounds,
+        nodes,
+        tasks,
+        evaluations,
+        replica,
+        settings.heartbeat_interval_s,
+        stale_after_ms,
+        now_ms,
+    )
+    binding = ServiceBinding(
+        SERVICE_NAME,
+        lambda server: pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, server),
+    )
+    return Coordinator(binding, replica)
+
+
+async def serve(settings: CoordinatorSettings) -> None:
+    """Run the coordinator until SIGTERM."""
+    from fedmesh.client.alerting import EventEmitter
+
+    setup_logging("coordinator")
+    setup_tracing("coordinator")
+    redis = connect(settings.common.redis_url or "redis://127.0.0.1:6379/0")
+    tls = settings.common.tls
+    aggregator = open_channel(settings.common.aggregator_address, tls=tls)
+    registry = open_channel(settings.common.registry_address, tls=tls)
+    alerting = open_channel(settings.common.alerting_address, tls=tls)
+    coordinator = build(
+        settings, redis, aggregator, registry, EventEmitter(alerting, source="coordinator")
+    )
+    running = await start_server(
+        [coordinator.binding],
+        address=settings.common.listen,
+        tls=tls,
+        readiness=all_of([redis_probe(redis), peer_probe(registry)]),
+    )
+    print(f"LISTENING {running.port}", flush=True)
+    loop = asyncio.create_task(coordinator.replica.run())
+    try:
+        await serve_until_signal(running)
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        for channel in (aggregator, registry, alerting):
+            await channel.close()
+        await redis.aclose()
+
+
+def main() -> None:
+    """Entry point of ``fedmesh serve coordinator``."""
+    asyncio.run(serve(CoordinatorSettings.from_env()))
