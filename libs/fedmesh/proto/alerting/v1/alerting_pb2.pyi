@@ -200,6 +200,9 @@ class Alert(_message.Message):
     ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
     SILENCED_BY_FIELD_NUMBER: _builtins.int
     INHIBITED_BY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_BY_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_UNIX_MS_FIELD_NUMBER: _builtins.int
     fingerprint: _builtins.str
     name: _builtins.str
     severity: Global___Severity.ValueType
@@ -210,6 +213,10 @@ class Alert(_message.Message):
     count: _builtins.int
     group_key: _builtins.str
     acknowledged: _builtins.bool
+    source: _builtins.str
+    """The service that emitted the latest event ("coordinator", "node:n7", …)."""
+    acknowledged_by: _builtins.str
+    acknowledged_unix_ms: _builtins.int
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -235,10 +242,13 @@ class Alert(_message.Message):
         acknowledged: _builtins.bool = ...,
         silenced_by: _abc.Iterable[_builtins.str] | None = ...,
         inhibited_by: _abc.Iterable[_builtins.str] | None = ...,
+        source: _builtins.str = ...,
+        acknowledged_by: _builtins.str = ...,
+        acknowledged_unix_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged", b"acknowledged", "annotations", b"annotations", "count", b"count", "ends_unix_ms", b"ends_unix_ms", "fingerprint", b"fingerprint", "group_key", b"group_key", "inhibited_by", b"inhibited_by", "labels", b"labels", "name", b"name", "severity", b"severity", "silenced_by", b"silenced_by", "starts_unix_ms", b"starts_unix_ms", "state", b"state", "updated_unix_ms", b"updated_unix_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged", b"acknowledged", "acknowledged_by", b"acknowledged_by", "acknowledged_unix_ms", b"acknowledged_unix_ms", "annotations", b"annotations", "count", b"count", "ends_unix_ms", b"ends_unix_ms", "fingerprint", b"fingerprint", "group_key", b"group_key", "inhibited_by", b"inhibited_by", "labels", b"labels", "name", b"name", "severity", b"severity", "silenced_by", b"silenced_by", "source", b"source", "starts_unix_ms", b"starts_unix_ms", "state", b"state", "updated_unix_ms", b"updated_unix_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -336,21 +346,98 @@ class EmitResponse(_message.Message):
 
     FINGERPRINT_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
     fingerprint: _builtins.str
     state: Global___AlertState.ValueType
+    count: _builtins.int
+    """Events folded into the alert so far (deduplication count)."""
     def __init__(
         self,
         *,
         fingerprint: _builtins.str = ...,
         state: Global___AlertState.ValueType = ...,
+        count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fingerprint", b"fingerprint", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "fingerprint", b"fingerprint", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EmitResponse: _TypeAlias = EmitResponse  # noqa: Y015
+
+@_typing.final
+class EmitResult(_message.Message):
+    """The outcome of one event of a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    RATE_LIMITED_FIELD_NUMBER: _builtins.int
+    fingerprint: _builtins.str
+    state: Global___AlertState.ValueType
+    count: _builtins.int
+    rate_limited: _builtins.bool
+    """True when the event would have opened a new alert over its rule's rate limit."""
+    def __init__(
+        self,
+        *,
+        fingerprint: _builtins.str = ...,
+        state: Global___AlertState.ValueType = ...,
+        count: _builtins.int = ...,
+        rate_limited: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "fingerprint", b"fingerprint", "rate_limited", b"rate_limited", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmitResult: _TypeAlias = EmitResult  # noqa: Y015
+
+@_typing.final
+class EmitBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmitBatchRequest: _TypeAlias = EmitBatchRequest  # noqa: Y015
+
+@_typing.final
+class EmitBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmitResult]:
+        """One result per event, in the order of the request."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___EmitResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmitBatchResponse: _TypeAlias = EmitBatchResponse  # noqa: Y015
 
 @_typing.final
 class ReportAnomalyRequest(_message.Message):
@@ -715,11 +802,24 @@ class SinkStatus(_message.Message):
     DELIVERED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    GIVEN_UP_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_UNIX_MS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     healthy: _builtins.bool
     delivered: _builtins.int
     failed: _builtins.int
     last_error: _builtins.str
+    queued: _builtins.int
+    """Notifications waiting in the sink's durable outbox."""
+    given_up: _builtins.int
+    """Notifications dropped after the retry window or a permanent refusal."""
+    consecutive_failures: _builtins.int
+    target: _builtins.str
+    """Where the sink sends, with credentials and query redacted."""
+    next_attempt_unix_ms: _builtins.int
     def __init__(
         self,
         *,
@@ -728,10 +828,15 @@ class SinkStatus(_message.Message):
         delivered: _builtins.int = ...,
         failed: _builtins.int = ...,
         last_error: _builtins.str = ...,
+        queued: _builtins.int = ...,
+        given_up: _builtins.int = ...,
+        consecutive_failures: _builtins.int = ...,
+        target: _builtins.str = ...,
+        next_attempt_unix_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "failed", b"failed", "healthy", b"healthy", "last_error", b"last_error", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "delivered", b"delivered", "failed", b"failed", "given_up", b"given_up", "healthy", b"healthy", "last_error", b"last_error", "name", b"name", "next_attempt_unix_ms", b"next_attempt_unix_ms", "queued", b"queued", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -761,10 +866,22 @@ class GetStatusResponse(_message.Message):
     SILENCES_FIELD_NUMBER: _builtins.int
     SINKS_FIELD_NUMBER: _builtins.int
     EVENTS_RECEIVED_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    RULES_SOURCE_FIELD_NUMBER: _builtins.int
+    RATE_LIMITED_FIELD_NUMBER: _builtins.int
     firing: _builtins.int
     resolved: _builtins.int
     silences: _builtins.int
     events_received: _builtins.int
+    suppressed: _builtins.int
+    """Firing alerts muted by a silence or an inhibition (not counted in firing)."""
+    groups: _builtins.int
+    """Alert groups with a pending or repeating notification."""
+    rules_source: _builtins.str
+    """The rule file in use."""
+    rate_limited: _builtins.int
+    """Events that would have opened a new alert over its rule's rate limit."""
     @_builtins.property
     def sinks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SinkStatus]: ...
     def __init__(
@@ -775,10 +892,14 @@ class GetStatusResponse(_message.Message):
         silences: _builtins.int = ...,
         sinks: _abc.Iterable[Global___SinkStatus] | None = ...,
         events_received: _builtins.int = ...,
+        suppressed: _builtins.int = ...,
+        groups: _builtins.int = ...,
+        rules_source: _builtins.str = ...,
+        rate_limited: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events_received", b"events_received", "firing", b"firing", "resolved", b"resolved", "silences", b"silences", "sinks", b"sinks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events_received", b"events_received", "firing", b"firing", "groups", b"groups", "rate_limited", b"rate_limited", "resolved", b"resolved", "rules_source", b"rules_source", "silences", b"silences", "sinks", b"sinks", "suppressed", b"suppressed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,6 +40,11 @@ class AlertingServiceStub:
                 request_serializer=fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitRequest.SerializeToString,
                 response_deserializer=fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitResponse.FromString,
                 _registered_method=True)
+        self.EmitBatch = channel.unary_unary(
+                '/fedmesh.alerting.v1.AlertingService/EmitBatch',
+                request_serializer=fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitBatchRequest.SerializeToString,
+                response_deserializer=fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitBatchResponse.FromString,
+                _registered_method=True)
         self.ReportAnomaly = channel.unary_unary(
                 '/fedmesh.alerting.v1.AlertingService/ReportAnomaly',
                 request_serializer=fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.ReportAnomalyRequest.SerializeToString,
@@ -88,6 +93,13 @@ class AlertingServiceServicer:
 
     def Emit(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmitBatch(self, request, context):
+        """Many events in one call (all validated first; none stored when one is bad).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -147,6 +159,11 @@ def add_AlertingServiceServicer_to_server(servicer, server):
                     servicer.Emit,
                     request_deserializer=fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitRequest.FromString,
                     response_serializer=fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitResponse.SerializeToString,
+            ),
+            'EmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmitBatch,
+                    request_deserializer=fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitBatchRequest.FromString,
+                    response_serializer=fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitBatchResponse.SerializeToString,
             ),
             'ReportAnomaly': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportAnomaly,
@@ -217,6 +234,33 @@ class AlertingService:
             '/fedmesh.alerting.v1.AlertingService/Emit',
             fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitRequest.SerializeToString,
             fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmesh.alerting.v1.AlertingService/EmitBatch',
+            fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitBatchRequest.SerializeToString,
+            fedmesh_dot_alerting_dot_v1_dot_alerting__pb2.EmitBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,6 +34,8 @@ class AlertingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AlertingServiceAsyncStub: ...
     Emit: _grpc.UnaryUnaryMultiCallable[_alerting_pb2.EmitRequest, _alerting_pb2.EmitResponse]
+    EmitBatch: _grpc.UnaryUnaryMultiCallable[_alerting_pb2.EmitBatchRequest, _alerting_pb2.EmitBatchResponse]
+    """Many events in one call (all validated first; none stored when one is bad)."""
     ReportAnomaly: _grpc.UnaryUnaryMultiCallable[_alerting_pb2.ReportAnomalyRequest, _alerting_pb2.ReportAnomalyResponse]
     ListAlerts: _grpc.UnaryUnaryMultiCallable[_alerting_pb2.ListAlertsRequest, _alerting_pb2.ListAlertsResponse]
     WatchAlerts: _grpc.UnaryStreamMultiCallable[_alerting_pb2.WatchAlertsRequest, _alerting_pb2.WatchAlertsResponse]
@@ -49,6 +51,8 @@ class AlertingServiceAsyncStub(AlertingServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Emit: _aio.UnaryUnaryMultiCallable[_alerting_pb2.EmitRequest, _alerting_pb2.EmitResponse]  # type: ignore[assignment]
+    EmitBatch: _aio.UnaryUnaryMultiCallable[_alerting_pb2.EmitBatchRequest, _alerting_pb2.EmitBatchResponse]  # type: ignore[assignment]
+    """Many events in one call (all validated first; none stored when one is bad)."""
     ReportAnomaly: _aio.UnaryUnaryMultiCallable[_alerting_pb2.ReportAnomalyRequest, _alerting_pb2.ReportAnomalyResponse]  # type: ignore[assignment]
     ListAlerts: _aio.UnaryUnaryMultiCallable[_alerting_pb2.ListAlertsRequest, _alerting_pb2.ListAlertsResponse]  # type: ignore[assignment]
     WatchAlerts: _aio.UnaryStreamMultiCallable[_alerting_pb2.WatchAlertsRequest, _alerting_pb2.WatchAlertsResponse]  # type: ignore[assignment]
@@ -67,6 +71,14 @@ class AlertingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _alerting_pb2.EmitRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_alerting_pb2.EmitResponse, _abc.Awaitable[_alerting_pb2.EmitResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def EmitBatch(
+        self,
+        request: _alerting_pb2.EmitBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerting_pb2.EmitBatchResponse, _abc.Awaitable[_alerting_pb2.EmitBatchResponse]]:
+        """Many events in one call (all validated first; none stored when one is bad)."""
 
     @_abc_1.abstractmethod
     def ReportAnomaly(
