@@ -1,0 +1,177 @@
+"""Accepting one node's update: check, stream, verify, spool durably, then record the receipt.
+
+A rejected update leaves nothing behind: no spool file, no receipt. The same
+update again (same digest) is acknowledged as a duplicate without re-reading
+it; a different one for the same round and node is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from fedmesh.errors import AlreadyExists, FailedPrecondition, FedmeshError
+from fedmesh.services.aggregator.base_model import BaseManifests
+from fedmesh.services.aggregator.locks import KeyedLocks
+from fedmesh.services.aggregator.metrics import AggregatorMetrics
+from fedmesh.services.aggregator.spool import SpoolKey, SpoolWriter, UpdateSpool
+from fedmesh.services.aggregator.update import ModelRef, UpdateHeader
+from fedmesh.services.aggregator.validation import (
+    InvalidUpdate,
+    PayloadChecker,
+    check_header,
+    check_manifest,
+    payload_size,
+)
+from fedmesh.store import Receipt, ReceiptOutcome, RoundStore
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What the node is told: the digest kept, the bytes it covers, whether it was a retry."""
+
+    digest: str
+    received_bytes: int
+    duplicate: bool
+
+
+def rejection_reason(exc: BaseException) -> str:
+    """The metric label of a refused update: the specific reason, else the status name."""
+    if isinstance(exc, InvalidUpdate):
+        return exc.reason
+    if isinstance(exc, FedmeshError):
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+    return "internal"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class UpdateIntake:
+    """Receives updates for open rounds into the spool and records their receipts."""
+
+    def __init__(
+        self,
+        rounds: RoundStore,
+        spool: UpdateSpool,
+        manifests: BaseManifests,
+        metrics: AggregatorMetrics,
+        max_update_bytes: int,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self._rounds = rounds
+        self._spool = spool
+        self._manifests = manifests
+        self._metrics = metrics
+        self._max_update_bytes = max_update_bytes
+        self._clock_ms = clock_ms
+        self._locks = KeyedLocks()
+
+    def count_rejection(self, exc: BaseException) -> None:
+        """Count an update refused before it reached `submit` (a malformed stream)."""
+        self._metrics.rejected(rejection_reason(exc))
+
+    async def submit(self, header: UpdateHeader, chunks: AsyncIterator[bytes]) -> SubmitOutcome:
+        """Accept the update announced by ``header`` whose payload arrives as ``chunks``."""
+        try:
+            return await self._submit(header, chunks)
+        except Exception as exc:
+            self.count_rejection(exc)
+            raise
+
+    async def _submit(self, header: UpdateHeader, chunks: AsyncIterator[bytes]) -> SubmitOutcome:
+        check_header(header, self._max_update_bytes)
+        run_id, round_no, node_id = header.run_id, header.round_no, header.node_id
+        stored = await self._rounds.check_can_submit(run_id, round_no, node_id)
+        record = await self._rounds.get(run_id, round_no)
+        base = ModelRef.from_round_field(record.fields.get("base_model"), run_id, round_no)
+        if header.base_model != base:
+            raise FailedPrecondition(
+                f"the update is a delta on {header.base_model}; round {round_no} of run "
+                f"{run_id} aggregates onto {base}"
+            )
+        if stored == header.digest:
+            receipt = record.receipts[node_id]
+            return SubmitOutcome(header.digest, receipt.payload_bytes, duplicate=True)
+        if stored is not None:
+            raise AlreadyExists(
+                f"node {node_id!r} already submitted update {stored} for round {round_no} of "
+                f"run {run_id}; refusing a different update {header.digest}"
+            )
+        manifest = await self._manifests.manifest(base)
+        check_manifest(manifest, header.manifest, "header manifest")
+        expected = payload_size(manifest)
+        if header.payload_bytes != expected:
+            raise InvalidUpdate(
+                "size_mismatch",
+                f"header.payload_bytes is {header.payload_bytes}; the canonical payload of the "
+                f"base model's manifest has {expected} bytes",
+            )
+        checker = PayloadChecker(manifest, header.digest, header.payload_bytes)
+        writer = await asyncio.to_thread(self._spool.begin, header.payload_bytes)
+        try:
+            await self._receive(checker, writer, chunks)
+        except BaseException:
+            await asyncio.to_thread(writer.discard)
+            raise
+        # Once verified, the update is committed whatever happens to the caller's stream.
+        return await asyncio.shield(asyncio.ensure_future(self._commit(header, writer)))
+
+    async def _receive(
+        self, checker: PayloadChecker, writer: SpoolWriter, chunks: AsyncIterator[bytes]
+    ) -> None:
+        # Each chunk is checked and written in a worker thread while the next one arrives.
+        pending: asyncio.Future[None] | None = None
+        try:
+            async for chunk in chunks:
+                self._metrics.received(len(chunk))
+                if pending is not None:
+                    await asyncio.shield(pending)
+                pending = asyncio.ensure_future(asyncio.to_thread(_absorb, checker, writer, chunk))
+            if pending is not None:
+                await asyncio.shield(pending)
+        finally:
+            # A worker thread cannot be interrupted: let it finish before the file goes.
+            if pending is not None:
+                await asyncio.wait({pending})
+                if not pending.cancelled():
+                    pending.exception()
+        checker.finish()
+
+    async def _commit(self, header: UpdateHeader, writer: SpoolWriter) -> SubmitOutcome:
+        key = SpoolKey(header.run_id, header.round_no, header.node_id, header.digest)
+        receipt = Receipt(
+            node_id=header.node_id,
+            digest=header.digest,
+            num_samples=header.num_samples,
+            payload_bytes=writer.written,
+            local_loss=header.local_loss,
+            received_unix_ms=self._clock_ms(),
+        )
+        async with self._locks.hold((header.run_id, header.round_no, header.node_id)):
+            try:
+                created = await self._spool.commit(writer, key)
+            except BaseException:
+                await asyncio.to_thread(writer.discard)
+                raise
+            try:
+                outcome = await self._rounds.record_receipt(header.run_id, header.round_no, receipt)
+            except FedmeshError:
+                # A definite refusal (round closed meanwhile, a different update won the
+                # race): the spooled copy has no receipt and must go. On an ambiguous
+                # failure the file stays; restart reconciliation removes it if unreceipted.
+                if created:
+                    await self._spool.remove(key)
+                raise
+        if outcome is ReceiptOutcome.ACCEPTED:
+            self._metrics.accepted()
+        return SubmitOutcome(header.digest, writer.written, outcome is ReceiptOutcome.DUPLICATE)
+
+
+def _absorb(checker: PayloadChecker, writer: SpoolWriter, chunk: bytes) -> None:
+    checker.feed(chunk)
+    writer.write(chunk)
