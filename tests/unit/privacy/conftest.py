@@ -21,11 +21,10 @@ from fedmesh.privacy.secagg import (
 
 @dataclass
 class RoundRecord:
-    """What a driven round produced, for assertions beyond the sum."""
+    """What a driven round sent, and a hook run on the server after every step."""
 
-    clients: dict[int, SecAggClient]
-    server: SecAggServer
     masked_inputs: dict[int, MaskedInput] = field(default_factory=dict)
+    observe: Callable[[SecAggServer], None] = lambda server: None
 
 
 def drive_round(
@@ -41,10 +40,9 @@ def drive_round(
     def active(node: int, stage: ClientStage) -> bool:
         return node not in drops or order.index(stage) < order.index(drops[node])
 
+    log = record if record is not None else RoundRecord()
     server = SecAggServer(config)
     clients = {node: SecAggClient(config, node) for node in config.participants}
-    if record is not None:
-        record.clients, record.server = clients, server
     for node, client in clients.items():
         if active(node, ClientStage.ADVERTISE_KEYS):
             server.receive_advertisement(client.advertise_keys())
@@ -54,16 +52,25 @@ def drive_round(
     for node, delivery in server.close_key_sharing().items():
         if active(node, ClientStage.MASKED_INPUT):
             masked = clients[node].masked_input(delivery, updates[node])
-            if record is not None:
-                record.masked_inputs[node] = masked
+            log.masked_inputs[node] = masked
             server.receive_masked_input(masked)
+            log.observe(server)
     for node, request in server.close_masked_inputs().items():
         if active(node, ClientStage.UNMASKING):
             server.receive_unmasking_shares(clients[node].unmasking(request))
-    return server.finish()
+            log.observe(server)
+    result = server.finish()
+    log.observe(server)
+    return result
 
 
 @pytest.fixture
 def secagg_round() -> Callable[..., SecAggResult]:
     """The in-process round driver."""
     return drive_round
+
+
+@pytest.fixture
+def round_record() -> RoundRecord:
+    """An empty record to pass to the driver."""
+    return RoundRecord()

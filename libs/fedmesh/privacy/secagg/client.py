@@ -59,6 +59,8 @@ class SecAggClient:
         self._masking_key = X25519PrivateKey.generate()
         self._self_mask_seed = os.urandom(SEED_BYTES)
         self._neighbour_keys: dict[int, KeyAdvertisement] = {}
+        self._share_keys: dict[int, bytes] = {}
+        self._pairwise_seeds: dict[int, bytes] = {}
         self._held_shares: dict[int, tuple[ShamirShare, ShamirShare]] = {}
 
     def __repr__(self) -> str:
@@ -100,27 +102,25 @@ class SecAggClient:
             raise self._invalid("public keys of this round must all be distinct")
         self._require_threshold(len(adverts), "neighbours advertised keys")
         self._neighbour_keys = adverts
+        for peer, advert in adverts.items():
+            try:
+                self._share_keys[peer], self._pairwise_seeds[peer] = self._derive_pair_secrets(
+                    advert
+                )
+            except InvalidSecAggMessage as error:
+                raise self._invalid(f"node {peer}: {error}") from error
         holders = sorted(adverts)
         xs = [holder + 1 for holder in holders]
-        threshold = self.config.threshold
+        threshold, context = self.config.threshold, self.config.round_context
         mask_key_shares = split_secret(keys.private_bytes(self._masking_key), threshold, xs)
         self_mask_shares = split_secret(self._self_mask_seed, threshold, xs)
-        sealed = []
-        for holder, mask_key_share, self_mask_share in zip(
-            holders, mask_key_shares, self_mask_shares, strict=True
-        ):
-            key = self._share_key(holder)
-            sealed.append(
-                seal_shares(
-                    key,
-                    self.config.round_context,
-                    self.node,
-                    holder,
-                    mask_key_share,
-                    self_mask_share,
-                )
+        sealed = tuple(
+            seal_shares(self._share_keys[holder], context, self.node, holder, mask_key, self_mask)
+            for holder, mask_key, self_mask in zip(
+                holders, mask_key_shares, self_mask_shares, strict=True
             )
-        return KeyShares(sender=self.node, shares=tuple(sealed))
+        )
+        return KeyShares(sender=self.node, shares=sealed)
 
     def masked_input(
         self, delivery: ShareDelivery, quantised_update: NDArray[np.uint32]
@@ -142,14 +142,14 @@ class SecAggClient:
             if message.recipient != self.node:
                 raise self._invalid(f"share bundle addressed to node {message.recipient}")
             held[message.sender] = open_shares(
-                self._share_key(message.sender), self.config.round_context, message
+                self._share_keys[message.sender], self.config.round_context, message
             )
         self._require_threshold(len(held), "neighbours completed key sharing")
         self._held_shares = held
         masked = quantised_update.copy()
         np.add(masked, expand_mask(self._self_mask_seed, self.config.vector_length), out=masked)
         for partner in sorted(held):
-            mask = expand_mask(self._pairwise_seed(partner), self.config.vector_length)
+            mask = expand_mask(self._pairwise_seeds[partner], self.config.vector_length)
             if self.node < partner:
                 np.add(masked, mask, out=masked)
             else:
@@ -189,15 +189,14 @@ class SecAggClient:
             mask_key_shares=tuple(mask_key_shares),
         )
 
-    def _share_key(self, neighbour: int) -> bytes:
-        secret = keys.agree(
-            self._encryption_key, self._neighbour_keys[neighbour].encryption_public_key
+    def _derive_pair_secrets(self, advert: KeyAdvertisement) -> tuple[bytes, bytes]:
+        context = self.config.round_context
+        encryption_secret = keys.agree(self._encryption_key, advert.encryption_public_key)
+        masking_secret = keys.agree(self._masking_key, advert.masking_public_key)
+        return (
+            keys.share_encryption_key(encryption_secret, context, self.node, advert.node),
+            keys.pairwise_mask_seed(masking_secret, context, self.node, advert.node),
         )
-        return keys.share_encryption_key(secret, self.config.round_context, self.node, neighbour)
-
-    def _pairwise_seed(self, partner: int) -> bytes:
-        secret = keys.agree(self._masking_key, self._neighbour_keys[partner].masking_public_key)
-        return keys.pairwise_mask_seed(secret, self.config.round_context, self.node, partner)
 
     def _enter(self, expected: ClientStage, following: ClientStage) -> None:
         if self._stage is not expected:
@@ -226,4 +225,6 @@ class SecAggClient:
 
     def _forget_secrets(self) -> None:
         self._held_shares = {}
+        self._share_keys = {}
+        self._pairwise_seeds = {}
         self._self_mask_seed = b""

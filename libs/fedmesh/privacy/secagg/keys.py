@@ -6,6 +6,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fedmesh.privacy.secagg.errors import InvalidSecAggMessage
+
 PUBLIC_KEY_BYTES = 32
 PRIVATE_KEY_BYTES = 32
 _MASK_PURPOSE = b"fedmesh/secagg/v1/pairwise-mask"
@@ -32,10 +34,16 @@ def private_key_from_bytes(raw: bytes) -> X25519PrivateKey:
 def agree(private_key: X25519PrivateKey, peer_public_key: bytes) -> bytes:
     """The X25519 shared secret with a peer; a low-order (degenerate) peer key is refused."""
     if len(peer_public_key) != PUBLIC_KEY_BYTES:
-        raise ValueError(
+        raise InvalidSecAggMessage(
             f"an X25519 public key is {PUBLIC_KEY_BYTES} bytes, got {len(peer_public_key)}"
         )
-    return private_key.exchange(X25519PublicKey.from_public_bytes(peer_public_key))
+    try:
+        return private_key.exchange(X25519PublicKey.from_public_bytes(peer_public_key))
+    except ValueError as error:
+        # `cryptography` refuses the all-zero shared secret that a low-order point yields.
+        raise InvalidSecAggMessage(
+            "public key is a low-order point: it yields no shared secret"
+        ) from error
 
 
 def pairwise_mask_seed(

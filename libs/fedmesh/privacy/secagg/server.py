@@ -261,7 +261,8 @@ class SecAggServer:
         for owner in sorted(owners):
             if len(shares[owner]) < self.config.threshold:
                 self._abort(
-                    f"{len(shares[owner])} shares of the {what} of node {owner} were revealed, "
+                    f"the {what} of node {owner} cannot be reconstructed: "
+                    f"{len(shares[owner])} neighbours revealed a share, "
                     f"threshold {self.config.threshold}"
                 )
         return shares
