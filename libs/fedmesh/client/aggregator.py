@@ -1,0 +1,198 @@
+"""Typed async client of the aggregator: upload an update, aggregate a round, read status.
+
+An upload is a client stream, which the channel's retry policy cannot replay
+once it has started, so `submit_update` retries by itself: on UNAVAILABLE
+(the aggregator restarting, a dropped connection) it opens a new stream and
+sends the same update again. That is safe because uploads are idempotent by
+(run, round, node, digest): an update the aggregator already holds is
+acknowledged with ``duplicate=True``. Other statuses are final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+
+import grpc
+import torch
+
+from fedmesh.proto.aggregator.v1 import aggregator_pb2 as pb
+from fedmesh.proto.aggregator.v1 import aggregator_pb2_grpc as pb_grpc
+from fedmesh.proto.common.v1 import common_pb2 as common
+from fedmesh.rpc.limits import CHUNK_BYTES
+from fedmesh.telemetry import current_carrier
+from fedmesh.tensors import Manifest, digest_tensors, encode_header, iter_payload, manifest_of
+
+log = logging.getLogger(__name__)
+
+ChunkSource = Callable[[], Iterable[bytes] | AsyncIterable[bytes]]
+"""Produces the payload's chunks; called once per attempt, so a retry sends them again."""
+
+
+def manifest_to_proto(manifest: Manifest) -> common.TensorManifest:
+    """The wire form of a manifest."""
+    return common.TensorManifest(
+        tensors=[
+            common.TensorSpec(name=spec.name, dtype=spec.dtype, shape=list(spec.shape))
+            for spec in manifest.tensors
+        ]
+    )
+
+
+async def _requests(
+    header: pb.UpdateHeader, chunks: Iterable[bytes] | AsyncIterable[bytes]
+) -> AsyncIterator[pb.SubmitUpdateRequest]:
+    yield pb.SubmitUpdateRequest(header=header)
+    if isinstance(chunks, AsyncIterable):
+        async for chunk in chunks:
+            yield pb.SubmitUpdateRequest(chunk=chunk)
+    else:
+        for chunk in chunks:
+            yield pb.SubmitUpdateRequest(chunk=chunk)
+
+
+class AggregatorClient:
+    """Calls an aggregator over an aio channel from `fedmesh.rpc.open_channel`."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        attempts: int = 5,
+        initial_backoff: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be ≥ 1, got {attempts}")
+        self._stub = pb_grpc.AggregatorServiceStub(channel)
+        self._attempts = attempts
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+
+    async def submit_update(
+        self,
+        *,
+        run_id: str,
+        round_no: int,
+        node_id: str,
+        manifest: Manifest,
+        digest: str,
+        num_samples: int,
+        payload_bytes: int,
+        base_model: common.ModelRef,
+        local_loss: float,
+        chunks: ChunkSource,
+        nonce: bytes = b"",
+        signature: bytes = b"",
+        trace_context: Mapping[str, str] | None = None,
+        deadline_s: float | None = None,
+    ) -> pb.SubmitUpdateResponse:
+        """Stream an update (canonical payload of the delta) and return the aggregator's answer.
+
+        ``deadline_s`` bounds each attempt; None uses the channel's default deadline.
+        """
+        header = pb.UpdateHeader(
+            run_id=run_id,
+            round=round_no,
+            node_id=node_id,
+            manifest=manifest_to_proto(manifest),
+            digest=digest,
+            num_samples=num_samples,
+            payload_bytes=payload_bytes,
+            base_model=base_model,
+            local_loss=local_loss,
+            nonce=nonce,
+            signature=signature,
+            trace_context=common.TraceContext(
+                carrier=dict(trace_context if trace_context is not None else current_carrier())
+            ),
+        )
+        backoff, attempt = self._initial_backoff, 1
+        while True:
+            try:
+                response: pb.SubmitUpdateResponse = await self._stub.SubmitUpdate(
+                    _requests(header, chunks()), timeout=deadline_s
+                )
+                return response
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self._attempts:
+                    raise
+                log.warning(
+                    "update upload interrupted; sending it again",
+                    extra={"fields": {"attempt": attempt, "details": exc.details()}},
+                )
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff, attempt = min(backoff * 2, self._max_backoff), attempt + 1
+
+    async def submit_tensors(
+        self,
+        *,
+        run_id: str,
+        round_no: int,
+        node_id: str,
+        base_model: common.ModelRef,
+        tensors: Mapping[str, torch.Tensor],
+        num_samples: int,
+        local_loss: float,
+        chunk_bytes: int = CHUNK_BYTES,
+        nonce: bytes = b"",
+        signature: bytes = b"",
+        trace_context: Mapping[str, str] | None = None,
+        deadline_s: float | None = None,
+    ) -> pb.SubmitUpdateResponse:
+        """Upload a delta given as tensors: manifest, digest and size are computed here."""
+        manifest = manifest_of(tensors)
+        return await self.submit_update(
+            run_id=run_id,
+            round_no=round_no,
+            node_id=node_id,
+            manifest=manifest,
+            digest=digest_tensors(tensors),
+            num_samples=num_samples,
+            payload_bytes=len(encode_header(manifest)) + manifest.nbytes,
+            base_model=base_model,
+            local_loss=local_loss,
+            chunks=lambda: iter_payload(tensors, chunk_bytes),
+            nonce=nonce,
+            signature=signature,
+            trace_context=trace_context,
+            deadline_s=deadline_s,
+        )
+
+    async def aggregate_round(
+        self,
+        *,
+        run_id: str,
+        round_no: int,
+        fencing_token: int,
+        aggregation: common.AggregationSpec,
+        base_model: common.ModelRef,
+        privacy: common.PrivacySpec | None = None,
+        trace_context: Mapping[str, str] | None = None,
+        deadline_s: float | None = None,
+    ) -> pb.AggregateRoundResponse:
+        """Aggregate a round and publish its model; a repeat returns the stored result."""
+        request = pb.AggregateRoundRequest(
+            run_id=run_id,
+            round=round_no,
+            fencing_token=fencing_token,
+            aggregation=aggregation,
+            base_model=base_model,
+            privacy=privacy if privacy is not None else common.PrivacySpec(),
+            trace_context=common.TraceContext(
+                carrier=dict(trace_context if trace_context is not None else current_carrier())
+            ),
+        )
+        response: pb.AggregateRoundResponse = await self._stub.AggregateRound(
+            request, timeout=deadline_s
+        )
+        return response
+
+    async def status(self, deadline_s: float | None = None) -> pb.GetStatusResponse:
+        """Spooled updates and bytes, rounds aggregated, updates rejected."""
+        response: pb.GetStatusResponse = await self._stub.GetStatus(
+            pb.GetStatusRequest(), timeout=deadline_s
+        )
+        return response
