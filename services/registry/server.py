@@ -1,0 +1,127 @@
+"""Wiring of the registry service: builds the servicer from its dependencies and serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+import grpc
+import redis.asyncio as aioredis
+
+from fedmesh.proto.registry.v1 import registry_pb2_grpc as pb_grpc
+from fedmesh.rpc import ServiceBinding, serve_until_signal, start_server
+from fedmesh.services.registry.alarm import AlertingAlarm
+from fedmesh.services.registry.aliases import AliasBook
+from fedmesh.services.registry.blobs import BlobLocks, BlobStore
+from fedmesh.services.registry.catalog import Catalog
+from fedmesh.services.registry.chain import ChainVerifier, RecordCheck
+from fedmesh.services.registry.downloads import BlobStreamer
+from fedmesh.services.registry.orphans import collect_orphans
+from fedmesh.services.registry.promotion import PromotionGate, Promotions
+from fedmesh.services.registry.publishing import Publisher
+from fedmesh.services.registry.retention import Retention
+from fedmesh.services.registry.servicer import SERVICE_NAME, RegistryServicer
+from fedmesh.services.registry.settings import RegistrySettings
+from fedmesh.services.registry.signing import RecordSigner
+from fedmesh.services.registry.versions import VersionStore
+from fedmesh.store import EmbeddedRedis, connect
+from fedmesh.telemetry import setup_logging, setup_tracing
+
+log = logging.getLogger(__name__)
+
+# Exit status of the crash-test hook (FEDMESH_REGISTRY_TEST_CRASH_AFTER_BLOB).
+CRASH_EXIT_CODE = 70
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _crash() -> None:
+    os._exit(CRASH_EXIT_CODE)
+
+
+async def build(settings: RegistrySettings, redis: aioredis.Redis) -> list[ServiceBinding]:
+    """Load the signing key, collect orphan blobs, and build the registry servicer."""
+    signer = await asyncio.to_thread(RecordSigner.load_or_create, settings.signing_key)
+    blobs = await asyncio.to_thread(BlobStore, settings.blob_dir)
+    store = VersionStore(redis)
+    locks = BlobLocks()
+    await collect_orphans(store, blobs, locks)
+    alarm = (
+        AlertingAlarm(
+            settings.alerting_address, tls=settings.common.tls, timeout_s=settings.alert_timeout_s
+        )
+        if settings.alerting_address
+        else None
+    )
+    check = RecordCheck(signer, alarm)
+    catalog = Catalog(store, blobs, check, signer)
+    retention = Retention(store, blobs, locks, check, settings.keep_versions)
+    aliases = AliasBook(redis)
+    servicer = RegistryServicer(
+        publisher=Publisher(
+            redis=redis,
+            store=store,
+            blobs=blobs,
+            locks=locks,
+            catalog=catalog,
+            signer=signer,
+            retention=retention,
+            max_model_bytes=settings.max_model_bytes,
+            clock_ms=_now_ms,
+            after_blob_placed=_crash if settings.crash_after_blob else None,
+        ),
+        catalog=catalog,
+        streamer=BlobStreamer(blobs, check),
+        verifier=ChainVerifier(store, blobs, check),
+        promotions=Promotions(
+            store, aliases, catalog, retention, PromotionGate(settings.promotion_margin), _now_ms
+        ),
+        aliases=aliases,
+    )
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_RegistryServiceServicer_to_server(servicer, server)
+
+    return [ServiceBinding(SERVICE_NAME, register)]
+
+
+async def serve(settings: RegistrySettings) -> None:
+    """Run the registry until SIGTERM/SIGINT; SERVING while Redis answers and blobs are writable."""
+    setup_tracing("registry")
+    setup_logging("registry")
+    embedded: EmbeddedRedis | None = None
+    url = settings.common.redis_url
+    if url is None:
+        embedded = await asyncio.to_thread(EmbeddedRedis(settings.data_dir / "redis").start)
+        url = embedded.url
+        log.info("no FEDMESH_REDIS_URL; started an embedded Redis", extra={"fields": {"url": url}})
+    redis = connect(url)
+    blobs = BlobStore(settings.blob_dir)
+
+    async def ready() -> bool:
+        return bool(await redis.ping()) and await asyncio.to_thread(blobs.writable)
+
+    try:
+        running = await start_server(
+            await build(settings, redis),
+            address=settings.common.listen,
+            tls=settings.common.tls,
+            readiness=ready,
+        )
+        log.info("registry listening", extra={"fields": {"port": running.port}})
+        if settings.common.listen.endswith(":0"):
+            print(f"LISTENING {running.port}", flush=True)
+        await serve_until_signal(running)
+    finally:
+        await redis.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def main() -> None:
+    """Entry point of ``python -m fedmesh.services.registry`` and ``fedmesh serve registry``."""
+    asyncio.run(serve(RegistrySettings.from_env()))
