@@ -27,8 +27,12 @@ def _credentials() -> grpc.ChannelCredentials | None:
         return None
     cert, key, ca = (Path(p).read_bytes() if p else None for p in paths)
     if cert is None or key is None or ca is None:
-        raise SystemExit("FEDMESH_TLS_CERT, FEDMESH_TLS_KEY and FEDMESH_TLS_CA must be set together")
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        raise SystemExit(
+            "FEDMESH_TLS_CERT, FEDMESH_TLS_KEY and FEDMESH_TLS_CA must be set together"
+        )
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
 
 
 def check(address: str, service: str = "", server_name: str = "", timeout: float = 3.0) -> int:

@@ -81,7 +81,9 @@ def test_every_manifest_matches_the_kubernetes_schemas(
             kubernetes_validate.validate(obj, kube_version, strict=True)
         except kubernetes_validate.ValidationError as err:
             path = "/".join(str(p) for p in err.path)
-            problems.append(f"{name}: {obj['kind']}/{obj['metadata']['name']} {path}: {err.message}")
+            problems.append(
+                f"{name}: {obj['kind']}/{obj['metadata']['name']} {path}: {err.message}"
+            )
     assert problems == []
     assert custom == {"ServiceMonitor", "Certificate"}
 
@@ -247,7 +249,10 @@ def test_network_policy_admits_the_release_and_configured_clients_only(render: R
         assert metrics_rule["from"] == [{"podSelector": {"matchLabels": release}}]
     redis_rule = policies["fm-fedmesh-redis"]["spec"]["ingress"]
     assert redis_rule == [
-        {"from": [{"podSelector": {"matchLabels": release}}], "ports": [{"port": "redis", "protocol": "TCP"}]}
+        {
+            "from": [{"podSelector": {"matchLabels": release}}],
+            "ports": [{"port": "redis", "protocol": "TCP"}],
+        }
     ]
     assert of_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy") == {}
 
@@ -326,7 +331,9 @@ def test_cert_manager_tls_mounts_a_certificate_per_service_and_probes_over_mtls(
         certificate = certificates[name]["spec"]
         # The identity is the service account's SPIFFE ID; clients verify the Service name.
         assert spec["serviceAccountName"] in accounts
-        assert certificate["uris"] == [f"spiffe://fedmesh.local/ns/mesh/sa/{spec['serviceAccountName']}"]
+        assert certificate["uris"] == [
+            f"spiffe://fedmesh.local/ns/mesh/sa/{spec['serviceAccountName']}"
+        ]
         assert name in certificate["dnsNames"]
         assert f"{name}.mesh.svc.cluster.local" in certificate["dnsNames"]
         assert certificate["issuerRef"]["name"] == "fedmesh-ca"
@@ -364,16 +371,25 @@ def test_spire_tls_writes_svids_through_a_native_sidecar(
         (sidecar,) = spec["initContainers"]
         assert sidecar["restartPolicy"] == "Always"
         volumes = {v["name"]: v for v in spec["volumes"]}
-        assert volumes["spiffe-workload-api"]["csi"] == {"driver": "csi.spiffe.io", "readOnly": True}
-        assert volumes["spiffe-helper-config"]["configMap"]["name"] == config_map["metadata"]["name"]
+        assert volumes["spiffe-workload-api"]["csi"] == {
+            "driver": "csi.spiffe.io",
+            "readOnly": True,
+        }
+        assert (
+            volumes["spiffe-helper-config"]["configMap"]["name"] == config_map["metadata"]["name"]
+        )
         assert volumes["tls"]["emptyDir"]["medium"] == "Memory"
         sidecar_mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
         assert helper_conf["agent_address"].startswith(sidecar_mounts["spiffe-workload-api"] + "/")
         assert helper_conf["cert_dir"] == sidecar_mounts["tls"]
         env = env_of(spec["containers"][0])
-        assert env["FEDMESH_TLS_CERT"]["value"] == f"{helper_conf['cert_dir']}/{helper_conf['svid_file_name']}"
-        assert env["FEDMESH_TLS_KEY"]["value"] == f"{helper_conf['cert_dir']}/{helper_conf['svid_key_file_name']}"
-        assert env["FEDMESH_TLS_CA"]["value"] == f"{helper_conf['cert_dir']}/{helper_conf['svid_bundle_file_name']}"
+        for variable, written in (
+            ("FEDMESH_TLS_CERT", "svid_file_name"),
+            ("FEDMESH_TLS_KEY", "svid_key_file_name"),
+            ("FEDMESH_TLS_CA", "svid_bundle_file_name"),
+        ):
+            expected = f"{helper_conf['cert_dir']}/{helper_conf[written]}"
+            assert env[variable]["value"] == expected, variable
         annotations = deployment(objects, component)["spec"]["template"]["metadata"]["annotations"]
         assert len(annotations["checksum/spiffe-helper"]) == 64
 
@@ -389,7 +405,12 @@ def test_simulated_nodes_are_one_statefulset_per_region(
         assert nodes["spec"]["replicas"] == 2
         container = nodes["spec"]["template"]["spec"]["containers"][0]
         assert container["command"] == [
-            "fedmesh", "node", "--node-id", "$(POD_NAME)", "--region", region
+            "fedmesh",
+            "node",
+            "--node-id",
+            "$(POD_NAME)",
+            "--region",
+            region,
         ]
         env = env_of(container)
         assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
