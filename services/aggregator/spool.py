@@ -186,6 +186,10 @@ class UpdateSpool:
             self.round_dir(key.run_id, key.round_no) / _encode(key.node_id) / (key.digest + _SUFFIX)
         )
 
+    def scratch_path(self, suffix: str) -> Path:
+        """A fresh path for a transient file (a downloaded base model), cleared on restart."""
+        return self._incoming / f"{uuid.uuid4().hex}{suffix}"
+
     def begin(self, expected_bytes: int) -> SpoolWriter:
         """Start receiving an update of ``expected_bytes`` into a temporary file."""
         path = self._incoming / f"{uuid.uuid4().hex}.part"

@@ -1,0 +1,3 @@
+from fedmesh.services.aggregator.server import main
+
+main()

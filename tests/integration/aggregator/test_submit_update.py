@@ -1,0 +1,257 @@
+"""SubmitUpdate through a real aggregator: accepted, acknowledged again, each bad input refused."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+import torch
+
+from fedmesh.client.aggregator import manifest_to_proto
+from fedmesh.proto.aggregator.v1 import aggregator_pb2 as pb
+from fedmesh.proto.common.v1 import common_pb2 as common
+from fedmesh.tensors import digest_tensors, encode, manifest_of
+
+RUN = "run-1"
+
+
+def header_of(
+    aggregation: Any, tensors: dict[str, torch.Tensor], node: str = "n1", **changes: Any
+) -> pb.UpdateHeader:
+    payload = encode(tensors)
+    header = pb.UpdateHeader(
+        run_id=RUN,
+        round=1,
+        node_id=node,
+        manifest=manifest_to_proto(manifest_of(tensors)),
+        digest=digest_tensors(tensors),
+        num_samples=20,
+        payload_bytes=len(payload),
+        base_model=aggregation.base_ref,
+        local_loss=0.3,
+    )
+    for field, value in changes.items():
+        if isinstance(value, common.ModelRef | common.TensorManifest):
+            getattr(header, field).CopyFrom(value)
+        else:
+            setattr(header, field, value)
+    return header
+
+
+async def stream(
+    header: pb.UpdateHeader | None, payload: bytes, size: int = 100
+) -> AsyncIterator[pb.SubmitUpdateRequest]:
+    if header is not None:
+        yield pb.SubmitUpdateRequest(header=header)
+    for start in range(0, len(payload), size):
+        yield pb.SubmitUpdateRequest(chunk=payload[start : start + size])
+
+
+async def refused(
+    aggregation: Any, requests: AsyncIterator[pb.SubmitUpdateRequest]
+) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await aggregation.stub.SubmitUpdate(requests)
+    record = await aggregation.rounds.get(RUN, 1)
+    assert dict(record.receipts) == {}
+    assert aggregation.spool_files() == []
+    status = await aggregation.client.status()
+    assert (status.spooled_updates, status.spooled_bytes) == (0, 0)
+    return info.value
+
+
+async def test_an_update_is_accepted_and_a_retry_is_a_duplicate(aggregation: Any) -> None:
+    await aggregation.open_round()
+    delta = aggregation.delta(1)
+
+    first = await aggregation.client.submit_tensors(
+        run_id=RUN,
+        round_no=1,
+        node_id="n1",
+        base_model=aggregation.base_ref,
+        tensors=delta,
+        num_samples=20,
+        local_loss=0.3,
+        chunk_bytes=64,
+    )
+    again = await aggregation.client.submit_tensors(
+        run_id=RUN,
+        round_no=1,
+        node_id="n1",
+        base_model=aggregation.base_ref,
+        tensors=delta,
+        num_samples=20,
+        local_loss=0.3,
+    )
+
+    size = len(encode(delta))
+    assert (first.digest, first.received_bytes, first.duplicate) == (
+        digest_tensors(delta),
+        size,
+        False,
+    )
+    assert (again.digest, again.received_bytes, again.duplicate) == (first.digest, size, True)
+    receipt = (await aggregation.rounds.get(RUN, 1)).receipts["n1"]
+    assert (receipt.digest, receipt.num_samples, receipt.local_loss) == (first.digest, 20, 0.3)
+    status = await aggregation.client.status()
+    assert (status.spooled_updates, status.spooled_bytes, status.updates_rejected) == (1, size, 0)
+
+
+def wrong_shape(aggregation: Any) -> dict[str, torch.Tensor]:
+    tensors = aggregation.delta(1)
+    tensors["layer.weight"] = torch.zeros(8, 16)
+    return tensors
+
+
+def with_nan(aggregation: Any) -> dict[str, torch.Tensor]:
+    tensors = aggregation.delta(1)
+    tensors["layer.bias"][3] = math.nan
+    return tensors
+
+
+CASES: list[tuple[str, Callable[[Any], AsyncIterator[pb.SubmitUpdateRequest]], Any, str]] = [
+    (
+        "unknown round",
+        lambda a: stream(header_of(a, a.delta(1), round=7), b""),
+        grpc.StatusCode.NOT_FOUND,
+        "round 7 of run run-1 does not exist",
+    ),
+    (
+        "node not selected",
+        lambda a: stream(header_of(a, a.delta(1), node="n9"), b""),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "node 'n9' was not selected for round 1 of run run-1",
+    ),
+    (
+        "other base model",
+        lambda a: stream(
+            header_of(a, a.delta(1), base_model=common.ModelRef(name="detector", version=9)),
+            b"",
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "the update is a delta on detector v9 (digest ); round 1 of run run-1 aggregates "
+        "onto detector v1 (digest {digest})",
+    ),
+    (
+        "wrong shape",
+        lambda a: stream(header_of(a, wrong_shape(a)), encode(wrong_shape(a))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "tensor 'layer.weight' of the header manifest is float32 [8, 16]; "
+        "expected float32 [16, 8]",
+    ),
+    (
+        "over the size limit",
+        lambda a: stream(header_of(a, a.delta(1), payload_bytes=(1 << 20) + 1), b""),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "update of 1048577 bytes exceeds the aggregator's limit of 1048576 bytes "
+        "(FEDMESH_AGGREGATOR_MAX_UPDATE_BYTES)",
+    ),
+    (
+        "digest mismatch",
+        lambda a: stream(header_of(a, a.delta(1), digest="0" * 64), encode(a.delta(1))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "payload hashes to SHA-256 {delta_digest}; the header announced " + "0" * 64,
+    ),
+    (
+        "NaN",
+        lambda a: stream(header_of(a, with_nan(a)), encode(with_nan(a))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "tensor 'layer.bias' holds NaN at element 3; every value must be finite",
+    ),
+    (
+        "unknown dtype",
+        lambda a: stream(
+            header_of(
+                a,
+                a.delta(1),
+                manifest=common.TensorManifest(
+                    tensors=[common.TensorSpec(name="x", dtype="complex64", shape=[2])]
+                ),
+            ),
+            b"",
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "header.manifest: tensor 'x' has dtype 'complex64'; expected one of bfloat16, bool, "
+        "float16, float32, float64, int16, int32, int64, int8, uint8",
+    ),
+    (
+        "empty stream",
+        lambda a: stream(None, b""),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "SubmitUpdate stream is empty; expected a header, then chunks",
+    ),
+    (
+        "chunk first",
+        lambda a: stream(None, b"abc"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "SubmitUpdate stream starts with a chunk; expected the header first",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("requests", "code", "message"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+async def test_each_bad_input_is_refused_with_its_status_and_nothing_is_stored(
+    aggregation: Any,
+    requests: Callable[[Any], AsyncIterator[pb.SubmitUpdateRequest]],
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    await aggregation.open_round()
+
+    error = await refused(aggregation, requests(aggregation))
+
+    assert error.code() == code
+    assert error.details() == message.format(
+        digest=aggregation.base_ref.digest, delta_digest=digest_tensors(aggregation.delta(1))
+    )
+    assert (await aggregation.client.status()).updates_rejected == 1
+
+
+async def test_a_second_header_is_refused(aggregation: Any) -> None:
+    await aggregation.open_round()
+    header = header_of(aggregation, aggregation.delta(1))
+
+    async def twice() -> AsyncIterator[pb.SubmitUpdateRequest]:
+        yield pb.SubmitUpdateRequest(header=header)
+        yield pb.SubmitUpdateRequest(header=header)
+
+    error = await refused(aggregation, twice())
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == (
+        "SubmitUpdate stream carries a second header; expected only chunks after the first"
+    )
+
+
+async def test_a_closed_round_and_a_conflicting_update_are_refused(aggregation: Any) -> None:
+    await aggregation.open_round()
+    first, second = aggregation.delta(1), aggregation.delta(2)
+    await aggregation.stub.SubmitUpdate(stream(header_of(aggregation, first), encode(first)))
+
+    with pytest.raises(grpc.aio.AioRpcError) as conflict:
+        await aggregation.stub.SubmitUpdate(
+            stream(header_of(aggregation, second), encode(second))
+        )
+    await aggregation.close_collection()
+    with pytest.raises(grpc.aio.AioRpcError) as closed:
+        await aggregation.stub.SubmitUpdate(
+            stream(header_of(aggregation, second, node="n2"), encode(second))
+        )
+
+    assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert conflict.value.details() == (
+        f"node 'n1' already submitted update {digest_tensors(first)} for round 1 of run "
+        f"run-1; refusing a different update {digest_tensors(second)}"
+    )
+    assert closed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert closed.value.details() == "round 1 of run run-1 is AGGREGATING, not COLLECTING"
+    record = await aggregation.rounds.get(RUN, 1)
+    assert {node: r.digest for node, r in record.receipts.items()} == {"n1": digest_tensors(first)}
+    assert len([p for p in aggregation.spool_files() if p.suffix == ".update"]) == 1
