@@ -109,7 +109,9 @@ async def registry_address(
 
 
 @pytest.fixture
-def aggregator_settings(tmp_path: Path, redis_url: str, registry_address: str) -> AggregatorSettings:
+def aggregator_settings(
+    tmp_path: Path, redis_url: str, registry_address: str
+) -> AggregatorSettings:
     common_settings = CommonSettings(
         listen="127.0.0.1:0",
         redis_url=redis_url,

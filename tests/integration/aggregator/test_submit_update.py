@@ -101,13 +101,13 @@ async def test_an_update_is_accepted_and_a_retry_is_a_duplicate(aggregation: Any
 
 
 def wrong_shape(aggregation: Any) -> dict[str, torch.Tensor]:
-    tensors = aggregation.delta(1)
+    tensors: dict[str, torch.Tensor] = aggregation.delta(1)
     tensors["layer.weight"] = torch.zeros(8, 16)
     return tensors
 
 
 def with_nan(aggregation: Any) -> dict[str, torch.Tensor]:
-    tensors = aggregation.delta(1)
+    tensors: dict[str, torch.Tensor] = aggregation.delta(1)
     tensors["layer.bias"][3] = math.nan
     return tensors
 
@@ -139,8 +139,7 @@ CASES: list[tuple[str, Callable[[Any], AsyncIterator[pb.SubmitUpdateRequest]], A
         "wrong shape",
         lambda a: stream(header_of(a, wrong_shape(a)), encode(wrong_shape(a))),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "tensor 'layer.weight' of the header manifest is float32 [8, 16]; "
-        "expected float32 [16, 8]",
+        "tensor 'layer.weight' of the header manifest is float32 [8, 16]; expected float32 [16, 8]",
     ),
     (
         "over the size limit",
@@ -236,9 +235,7 @@ async def test_a_closed_round_and_a_conflicting_update_are_refused(aggregation: 
     await aggregation.stub.SubmitUpdate(stream(header_of(aggregation, first), encode(first)))
 
     with pytest.raises(grpc.aio.AioRpcError) as conflict:
-        await aggregation.stub.SubmitUpdate(
-            stream(header_of(aggregation, second), encode(second))
-        )
+        await aggregation.stub.SubmitUpdate(stream(header_of(aggregation, second), encode(second)))
     await aggregation.close_collection()
     with pytest.raises(grpc.aio.AioRpcError) as closed:
         await aggregation.stub.SubmitUpdate(

@@ -35,9 +35,12 @@ def test_a_nan_is_found_whatever_the_chunk_size(chunk: int, index: int) -> None:
     payload = encode(tensors)
     checker = PayloadChecker(manifest_of(tensors), digest_tensors(tensors), len(payload))
 
-    with pytest.raises(InvalidUpdate) as info:
+    def feed_all() -> None:
         for start in range(0, len(payload), chunk):
             checker.feed(payload[start : start + chunk])
+
+    with pytest.raises(InvalidUpdate) as info:
+        feed_all()
 
     assert str(info.value) == f"tensor 'b' holds NaN at element {index}; every value must be finite"
     assert info.value.reason == "non_finite"
