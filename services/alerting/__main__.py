@@ -1,0 +1,5 @@
+"""``python -m fedmesh.services.alerting`` starts the alerting service."""
+
+from fedmesh.services.alerting.server import main
+
+main()
