@@ -6,7 +6,7 @@ import torch
 
 from fedmesh.aggregation.evidence import OutsideCounter
 from fedmesh.aggregation.gram import geometry
-from fedmesh.aggregation.krum import krum_scores, nearest_sums
+from fedmesh.aggregation.krum import krum_order, krum_scores, nearest_sums
 from fedmesh.aggregation.result import AggregationResult, UpdateEvidence
 from fedmesh.aggregation.sorting_network import OrderStatistics
 from fedmesh.aggregation.source import (
@@ -30,7 +30,7 @@ def recursive_krum(squared_distances: torch.Tensor, f: int, count: int) -> list[
 
     Each round removes the Krum winner of what remains. Near the end, when fewer
     than f+3 remain, Krum's n−f−2 neighbours are clamped to 1 (a single update
-    left is taken as it is); ties go to the lower index.
+    left is taken as it is); ties are broken as in `krum_order`.
     """
     remaining = list(range(squared_distances.shape[0]))
     chosen: list[int] = []
@@ -41,7 +41,7 @@ def recursive_krum(squared_distances: torch.Tensor, f: int, count: int) -> list[
         index = torch.tensor(remaining)
         sub = squared_distances.index_select(0, index).index_select(1, index)
         scores = nearest_sums(sub, max(1, len(remaining) - f - 2))
-        chosen.append(remaining.pop(int(torch.argmin(scores))))
+        chosen.append(remaining.pop(krum_order(scores, sub)[0]))
     return chosen
 
 

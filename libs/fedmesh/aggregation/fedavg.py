@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -57,7 +58,7 @@ class StreamingMean:
             raise InvalidUpdatesError(
                 f"update has {row.shape[0]} coordinates, expected {self._sum.shape[0]}"
             )
-        if not weight > 0 or weight == float("inf"):
+        if not (math.isfinite(weight) and weight > 0):
             raise InvalidUpdatesError(f"weight must be finite and > 0, got {weight}")
         self._sum.add_(row.to(self._sum.device), alpha=weight)
         self._total_weight += weight

@@ -7,6 +7,8 @@ updates are read twice in all (Gram, then the output).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from fedmesh.aggregation.gram import Geometry, combine, geometry
@@ -17,8 +19,8 @@ from fedmesh.aggregation.source import TensorSource, UpdateSource, default_block
 def geometric_median(
     updates: torch.Tensor,
     smoothing: float = 1e-6,
-    iterations: int = 100,
-    tolerance: float = 1e-7,
+    iterations: int = 1000,
+    tolerance: float = 1e-6,
 ) -> AggregationResult:
     """The point minimising Σ_i max(ν, ‖z − x_i‖)-smoothed distances to the updates."""
     source = TensorSource(updates)
@@ -31,8 +33,10 @@ def weiszfeld(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Smoothed Weiszfeld in coefficient space: (coefficients of z, distances ‖x_i − z‖).
 
-    Starts from the mean and stops when the smoothed objective improves by less
-    than `tolerance` relative, or after `iterations` steps.
+    Starts from the mean and stops when a step moves z by less than `tolerance`
+    times the median distance to the updates (a scale that far-away Byzantine
+    updates cannot inflate), when the smoothed objective stops decreasing, or
+    after `iterations` steps.
     """
     n = shape.gram.shape[0]
     coefficients = torch.full((n,), 1.0 / n, dtype=torch.float64)
@@ -45,10 +49,10 @@ def weiszfeld(
         candidate_objective = _smoothed_objective(candidate_distances, smoothing)
         if candidate_objective > objective:
             break
-        coefficients, distances = candidate, candidate_distances
-        improvement = objective - candidate_objective
-        objective = candidate_objective
-        if improvement <= tolerance * objective:
+        step = candidate - coefficients
+        moved = math.sqrt(max(float(step @ shape.gram @ step), 0.0))
+        coefficients, distances, objective = candidate, candidate_distances, candidate_objective
+        if moved <= tolerance * float(distances.median()):
             break
     return coefficients, distances
 

@@ -64,6 +64,8 @@ def geometry(
         if cross is not None and reference is not None:
             cross += (block @ reference[start : start + block.shape[1]]).double()
     require_finite(gram.diagonal(), "the squared norm of an update")
+    # BLAS need not round (i, j) and (j, i) alike; exact symmetry keeps ties exact.
+    gram = (gram + gram.T) / 2
     if cross is not None:
         require_finite(cross, "the inner product of an update with the reference")
         return Geometry(gram.cpu(), cross.cpu(), reference_norm2)
@@ -82,7 +84,7 @@ def combine(
     weights = coefficients.to(device=source.device, dtype=torch.float32)
     for start, block in source.iter_blocks(block_size):
         target = out[start : start + block.shape[1]]
-        torch.matmul(weights, block, out=target)
+        torch.mv(block.T, weights, out=target)
         if reference is not None and offset != 0.0:
             target.add_(reference[start : start + block.shape[1]], alpha=offset)
     return out

@@ -25,6 +25,18 @@ def nearest_sums(squared_distances: torch.Tensor, neighbours: int) -> torch.Tens
     return torch.topk(others, neighbours, dim=1, largest=False).values.sum(dim=1)
 
 
+def krum_order(scores: torch.Tensor, squared_distances: torch.Tensor) -> list[int]:
+    """Indices from the lowest Krum score up.
+
+    Exact ties (the two members of the closest pair when Krum looks at one
+    neighbour) go to the update nearer to all the others, so the choice does
+    not depend on the order the updates arrived in.
+    """
+    totals = squared_distances.sum(dim=1).tolist()
+    values = scores.tolist()
+    return sorted(range(len(values)), key=lambda i: (values[i], totals[i], i))
+
+
 def krum(updates: torch.Tensor, f: int) -> AggregationResult:
     """The update with the lowest Krum score; every other update is excluded."""
     source = TensorSource(updates)
@@ -40,8 +52,8 @@ def multi_krum(updates: torch.Tensor, f: int, m: int | None = None) -> Aggregati
 def krum_source(source: UpdateSource, f: int, block_size: int) -> AggregationResult:
     """Krum over a block source: one pass for the Gram matrix, one to copy the winner."""
     check_participants(RuleSpec(Rule.KRUM, f=f), source.n)
-    scores = krum_scores(geometry(source, block_size).squared_distances(), f)
-    return _select(source, scores, 1, f, block_size, "krum")
+    distances = geometry(source, block_size).squared_distances()
+    return _select(source, krum_scores(distances, f), distances, 1, f, block_size, "krum")
 
 
 def multi_krum_source(
@@ -50,15 +62,20 @@ def multi_krum_source(
     """Multi-Krum over a block source: scores from the Gram matrix, then the mean of the best m."""
     check_participants(RuleSpec(Rule.MULTI_KRUM, f=f, multi_krum_m=m), source.n)
     keep = source.n - f if m is None else m
-    scores = krum_scores(geometry(source, block_size).squared_distances(), f)
-    return _select(source, scores, keep, f, block_size, "multi_krum")
+    distances = geometry(source, block_size).squared_distances()
+    return _select(source, krum_scores(distances, f), distances, keep, f, block_size, "multi_krum")
 
 
 def _select(
-    source: UpdateSource, scores: torch.Tensor, keep: int, f: int, block_size: int, rule: str
+    source: UpdateSource,
+    scores: torch.Tensor,
+    squared_distances: torch.Tensor,
+    keep: int,
+    f: int,
+    block_size: int,
+    rule: str,
 ) -> AggregationResult:
-    order = torch.sort(scores, stable=True).indices
-    chosen = order[:keep]
+    chosen = torch.tensor(krum_order(scores, squared_distances)[:keep])
     coefficients = torch.zeros(source.n, dtype=torch.float64)
     coefficients[chosen] = 1.0 / keep
     aggregate = combine(source, coefficients, block_size)
@@ -82,7 +99,7 @@ def _select(
             )
         else:
             reason = (
-                f"left out by index order: Krum score {score:.6g} ties the cut-off, "
+                f"left out on a tie: Krum score {score:.6g} equals the cut-off, "
                 "so no evidence against it"
             )
         evidence.append(UpdateEvidence(index, score, excluded, False, reason))

@@ -45,8 +45,8 @@ class RuleSpec:
     clipping_iterations: int = 3
     norm_bound: float = 1.0
     smoothing: float = 1e-6
-    weiszfeld_iterations: int = 100
-    weiszfeld_tolerance: float = 1e-7
+    weiszfeld_iterations: int = 1000
+    weiszfeld_tolerance: float = 1e-6
     seed: int = 0
 
     def __post_init__(self) -> None:
