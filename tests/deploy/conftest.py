@@ -99,12 +99,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "coordinator": {"replicas": 3, "env": {"FEDMESH_COORDINATOR_LEASE_SECONDS": "10"}},
         "registry": {
             "replicas": 2,
-            "blobs": {"persistence": {"accessModes": ["ReadWriteMany"], "storageClass": "nfs"}},
+            "data": {"persistence": {"accessModes": ["ReadWriteMany"], "storageClass": "nfs"}},
+            "signingKey": {"existingSecret": "fedmesh-registry-signing"},
         },
         "aggregator": {"spool": {"persistence": {"enabled": True}}},
         "alerting": {
             "alertmanagerUrl": "http://alertmanager.monitoring:9093",
-            "webhookSecret": {"name": "fedmesh-webhook"},
+            "webhookSecret": {"name": "fedmesh-webhook", "tokenKey": "token"},
         },
         "config": {"otlpEndpoint": "http://otel-collector.observability:4317"},
         "networkPolicy": {
@@ -118,7 +119,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "imagePullSecrets": [{"name": "regcred"}],
     },
     "dev-no-persistence": {
-        "registry": {"blobs": {"persistence": {"enabled": False}}},
+        "registry": {"data": {"persistence": {"enabled": False}}},
         "redis": {"internal": {"persistence": {"enabled": False}}},
         "networkPolicy": {"enabled": False},
         "serviceAccount": {"create": False},

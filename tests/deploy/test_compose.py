@@ -134,9 +134,12 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any]) ->
         )
 
 
-def test_registry_blobs_and_aggregator_spool_are_named_volumes(compose: dict[str, Any]) -> None:
+def test_registry_data_and_aggregator_spool_are_named_volumes(compose: dict[str, Any]) -> None:
+    registry = compose["services"]["registry"]["environment"]
+    data_dir = registry["FEDMESH_REGISTRY_DATA_DIR"]
+    assert registry["FEDMESH_REGISTRY_BLOB_DIR"] == f"{data_dir}/blobs"
     for name, variable, volume in (
-        ("registry", "FEDMESH_REGISTRY_BLOB_DIR", "registry-blobs"),
+        ("registry", "FEDMESH_REGISTRY_DATA_DIR", "registry-data"),
         ("aggregator", "FEDMESH_AGGREGATOR_SPOOL_DIR", "aggregator-spool"),
     ):
         service = compose["services"][name]

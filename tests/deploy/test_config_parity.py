@@ -24,13 +24,18 @@ DOCUMENTED = {
     "FEDMESH_TLS_CERT",
     "FEDMESH_TLS_KEY",
     "FEDMESH_TLS_CA",
+    "FEDMESH_REGISTRY_DATA_DIR",
     "FEDMESH_REGISTRY_BLOB_DIR",
+    "FEDMESH_REGISTRY_SIGNING_KEY",
     "FEDMESH_AGGREGATOR_SPOOL_DIR",
     "FEDMESH_ALERTING_ALERTMANAGER_URL",
     "FEDMESH_ALERTING_WEBHOOK_URL",
+    "FEDMESH_ALERTING_WEBHOOK_TOKEN",
 }
-# Compose is the dev profile (DESIGN.md §5): plaintext, so it alone sets no TLS files.
+# Compose is the dev profile (DESIGN.md §5): plaintext, so it alone sets no TLS files; and
+# its registry generates the signing key on its data volume instead of reading a Secret.
 TLS = {"FEDMESH_TLS_CERT", "FEDMESH_TLS_KEY", "FEDMESH_TLS_CA"}
+HELM_ONLY = TLS | {"FEDMESH_REGISTRY_SIGNING_KEY"}
 
 
 def compose_names(compose: dict[str, Any]) -> dict[str, set[str]]:
@@ -70,7 +75,7 @@ def test_compose_and_helm_set_the_same_names_for_each_component(
     in_helm = helm_names(render, value_sets)
 
     for component in COMPONENTS:
-        assert in_helm[component] - TLS == in_compose[component], component
+        assert in_helm[component] - HELM_ONLY == in_compose[component], component
     # Simulated nodes are dev-profile only; every service gets the TLS files under mTLS.
     for component in ("coordinator", "aggregator", "registry", "alerting"):
         assert in_helm[component] & TLS == TLS, component
@@ -84,7 +89,7 @@ def test_every_name_set_is_a_documented_setting_and_every_setting_is_set(
     in_helm = set().union(*helm_names(render, value_sets).values())
 
     assert in_helm == DOCUMENTED
-    assert in_compose == DOCUMENTED - TLS
+    assert in_compose == DOCUMENTED - HELM_ONLY
 
 
 def test_the_deployment_guide_describes_every_setting(repo: Path) -> None:
@@ -111,8 +116,10 @@ def test_shared_values_agree(compose: dict[str, Any], render: Render, repo: Path
         assert helm_env["FEDMESH_METRICS_PORT"] == compose_env["FEDMESH_METRICS_PORT"] == "9464"
         assert helm_env["FEDMESH_LOG_LEVEL"] == "INFO"
         assert compose_env["FEDMESH_LOG_LEVEL"] == "${FEDMESH_LOG_LEVEL:-INFO}"
-        for name in ("FEDMESH_REGISTRY_BLOB_DIR", "FEDMESH_AGGREGATOR_SPOOL_DIR"):
+        for name in ("FEDMESH_REGISTRY_DATA_DIR", "FEDMESH_AGGREGATOR_SPOOL_DIR"):
             if name in helm_env:
                 assert helm_env[name] == compose_env[name], name
                 # The image creates the directory for its user at the same path.
                 assert f"{name}={helm_env[name]}" in dockerfile, name
+        if "FEDMESH_REGISTRY_BLOB_DIR" in helm_env:
+            assert helm_env["FEDMESH_REGISTRY_BLOB_DIR"] == compose_env["FEDMESH_REGISTRY_BLOB_DIR"]

@@ -182,25 +182,58 @@ def test_writable_paths_are_volumes(render: Render, value_set: dict[str, Any]) -
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert "emptyDir" in volumes[mounts["/tmp"]], component
         env = env_of(container)
-        for variable in ("FEDMESH_REGISTRY_BLOB_DIR", "FEDMESH_AGGREGATOR_SPOOL_DIR"):
+        for variable in ("FEDMESH_REGISTRY_DATA_DIR", "FEDMESH_AGGREGATOR_SPOOL_DIR"):
             if variable in env:
                 volume = volumes[mounts[env[variable]["value"]]]
                 assert "emptyDir" in volume or "persistentVolumeClaim" in volume, component
-        assert ("FEDMESH_REGISTRY_BLOB_DIR" in env) == (component == "registry")
+        assert ("FEDMESH_REGISTRY_DATA_DIR" in env) == (component == "registry")
         assert ("FEDMESH_AGGREGATOR_SPOOL_DIR" in env) == (component == "aggregator")
+        if component == "registry":
+            # The blobs sit inside the data volume, next to the signing key.
+            data_dir = env["FEDMESH_REGISTRY_DATA_DIR"]["value"]
+            assert env["FEDMESH_REGISTRY_BLOB_DIR"]["value"] == f"{data_dir}/blobs"
 
 
-def test_registry_blobs_live_on_a_kept_claim_by_default(render: Render) -> None:
+def test_registry_data_lives_on_a_kept_claim_by_default(render: Render) -> None:
     objects = render({})
     claims = of_kind(objects, "PersistentVolumeClaim")
     spec = deployment(objects, "registry")["spec"]
-    volume = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}["blobs"]
+    volume = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}["data"]
     claim = claims[volume["persistentVolumeClaim"]["claimName"]]
+    env = env_of(spec["template"]["spec"]["containers"][0])
 
     assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert spec["strategy"] == {"type": "Recreate"}
     assert "fm-fedmesh-aggregator-spool" not in claims
+    # Without a Secret the signing key is generated in the data dir, on the claim.
+    assert "FEDMESH_REGISTRY_SIGNING_KEY" not in env
+
+
+def test_registry_signing_key_and_webhook_token_come_from_secrets(
+    render: Render, value_sets: dict[str, dict[str, Any]]
+) -> None:
+    objects = render(value_sets["ha-and-everything"])
+    registry = deployment(objects, "registry")["spec"]["template"]["spec"]
+    container = registry["containers"][0]
+    mount = {m["name"]: m for m in container["volumeMounts"]}["signing-key"]
+    secret = {v["name"]: v for v in registry["volumes"]}["signing-key"]["secret"]
+    assert secret == {"secretName": "fedmesh-registry-signing", "defaultMode": 0o400}
+    assert mount["readOnly"] is True
+    key_path = env_of(container)["FEDMESH_REGISTRY_SIGNING_KEY"]["value"]
+    assert key_path == f"{mount['mountPath']}/signing.key"
+
+    alerting = deployment(objects, "alerting")["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(alerting)
+    assert env["FEDMESH_ALERTING_WEBHOOK_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "fedmesh-webhook", "key": "url"}
+    }
+    assert env["FEDMESH_ALERTING_WEBHOOK_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "fedmesh-webhook", "key": "token"}
+    }
+    assert env["FEDMESH_ALERTING_ALERTMANAGER_URL"]["value"] == (
+        "http://alertmanager.monitoring:9093"
+    )
 
 
 def test_every_service_has_a_disruption_budget_that_selects_its_pods(
@@ -438,7 +471,7 @@ def test_helm_test_checks_every_service_through_its_service_address(render: Rend
         ({"redis": {"url": "redis://r:6379/0"}}, "set redis.internal.enabled=false"),
         ({"redis": {"internal": {"enabled": False}}}, "set redis.url or redis.existingSecret"),
         ({"redis": {"internal": {"enabled": False}, "url": "http://r"}}, "/redis/url"),
-        ({"registry": {"replicas": 2}}, "needs registry.blobs.persistence.accessModes"),
+        ({"registry": {"replicas": 2}}, "needs registry.data.persistence.accessModes"),
         (
             {"simulatedNodes": {"enabled": True}, "tls": {"mode": "spire"}},
             "dev profile only",

@@ -81,7 +81,7 @@ def test_writable_directories_exist_for_the_non_root_user(dockerfile: str) -> No
     env = " ".join(rest for keyword, rest in runtime if keyword == "ENV")
     settings = dict(re.findall(r"(\w+)=(\S+)", env))
     created = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
-    for variable in ("FEDMESH_REGISTRY_BLOB_DIR", "FEDMESH_AGGREGATOR_SPOOL_DIR"):
+    for variable in ("FEDMESH_REGISTRY_DATA_DIR", "FEDMESH_AGGREGATOR_SPOOL_DIR"):
         assert settings[variable] in created.split(), variable
     assert "-o fedmesh -g fedmesh" in created
     assert settings["HOME"] == "/tmp"
