@@ -355,6 +355,8 @@ def test_cert_manager_tls_mounts_a_certificate_per_service_and_probes_over_mtls(
     render: Render, value_sets: dict[str, dict[str, Any]]
 ) -> None:
     objects = render(value_sets["tls-cert-manager"])
+    # A plaintext `helm test` pod could not pass against mTLS ports: the probes check instead.
+    assert of_kind(objects, "Pod") == {}
     certificates = of_kind(objects, "Certificate")
     accounts = of_kind(objects, "ServiceAccount")
     for component, port in PORTS.items():
@@ -449,6 +451,15 @@ def test_simulated_nodes_are_one_statefulset_per_region(
         assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
         assert env["FEDMESH_COORDINATOR_ADDRESS"]["value"] == "fm-fedmesh-coordinator:50051"
         assert "FEDMESH_REDIS_URL" not in env
+
+
+def test_the_packaged_chart_renders_like_the_directory(
+    chart_dir: Path, tmp_path: Path, render_raw: Callable[[dict[str, Any]], dict[str, str]]
+) -> None:
+    archive = Path(helm.package(chart_dir, destination=tmp_path))
+    assert archive.name == "fedmesh-0.1.0.tgz"
+    with helm.Chart.load(archive) as packaged:
+        assert packaged.render({}, name="fm", namespace="mesh") == render_raw({})
 
 
 def test_helm_test_checks_every_service_through_its_service_address(render: Render) -> None:
