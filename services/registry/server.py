@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from fedmesh.proto.registry.v1 import registry_pb2_grpc as pb_grpc
 from fedmesh.rpc import ServiceBinding, serve_until_signal, start_server
+from fedmesh.rpc.server import Readiness
 from fedmesh.services.registry.alarm import AlertingAlarm
 from fedmesh.services.registry.aliases import AliasBook
 from fedmesh.services.registry.blobs import BlobLocks, BlobStore
@@ -89,6 +90,15 @@ async def build(settings: RegistrySettings, redis: aioredis.Redis) -> list[Servi
     return [ServiceBinding(SERVICE_NAME, register)]
 
 
+def readiness(redis: aioredis.Redis, blobs: BlobStore) -> Readiness:
+    """Ready while Redis answers PING and the blob directory takes a synced file."""
+
+    async def ready() -> bool:
+        return bool(await redis.ping()) and await asyncio.to_thread(blobs.writable)
+
+    return ready
+
+
 async def serve(settings: RegistrySettings) -> None:
     """Run the registry until SIGTERM/SIGINT; SERVING while Redis answers and blobs are writable."""
     setup_tracing("registry")
@@ -100,17 +110,12 @@ async def serve(settings: RegistrySettings) -> None:
         url = embedded.url
         log.info("no FEDMESH_REDIS_URL; started an embedded Redis", extra={"fields": {"url": url}})
     redis = connect(url)
-    blobs = BlobStore(settings.blob_dir)
-
-    async def ready() -> bool:
-        return bool(await redis.ping()) and await asyncio.to_thread(blobs.writable)
-
     try:
         running = await start_server(
             await build(settings, redis),
             address=settings.common.listen,
             tls=settings.common.tls,
-            readiness=ready,
+            readiness=readiness(redis, BlobStore(settings.blob_dir)),
         )
         log.info("registry listening", extra={"fields": {"port": running.port}})
         if settings.common.listen.endswith(":0"):
