@@ -1,0 +1,129 @@
+"""End to end: the four services as subprocesses, 3 in-process nodes, 2 FedAvg rounds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from fedmesh.cli.demo import MODEL_NAME, DemoSettings, NodeFleet, _publish_initial_model, _spec
+from fedmesh.cli.stack import SERVICES, LocalStack
+from fedmesh.client.coordinator import CoordinatorClient
+from fedmesh.client.local_data import simulated_clients
+from fedmesh.client.registry import RegistryClient
+from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
+from fedmesh.rpc import open_channel
+from fedmesh.telemetry import JsonLinesSpanExporter
+
+pytestmark = pytest.mark.timeout(400)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    trace_file = workdir / "spans.jsonl"
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(trace_file)))
+    with LocalStack(workdir, extra_env={"FEDMESH_TRACE_FILE": str(trace_file)}) as running:
+        yield running
+    assert all(s.process is None or s.process.poll() is not None for s in running.services.values())
+
+
+def test_every_service_is_serving_and_reflects_its_services(stack: LocalStack) -> None:
+    for name in SERVICES:
+        with grpc.insecure_channel(stack.services[name].address) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            replies = reflection.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+            )
+            listed = {s.name for r in replies for s in r.list_services_response.service}
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        assert f"fedmesh.{name}.v1.{name.capitalize()}Service" in listed
+        assert "grpc.health.v1.Health" in listed
+
+
+async def _run_two_rounds(stack: LocalStack) -> tuple[pb.GetRunResponse, int, list[int]]:
+    settings = DemoSettings(workdir=stack.workdir, report_dir=stack.workdir, nodes=3, rounds=2,
+                            mesh_nodes=60, steps=40, local_epochs=1, seed=3)  # fmt: skip
+    _, clients = await asyncio.to_thread(simulated_clients, 3, 60, 40, 3)
+    async with (
+        open_channel(stack.services["registry"].address) as registry_channel,
+        open_channel(stack.services["coordinator"].address) as coordinator_channel,
+    ):
+        registry = RegistryClient(registry_channel)
+        coordinator = CoordinatorClient(coordinator_channel)
+        initial = await _publish_initial_model(registry, seed=3)
+        fleet = NodeFleet(stack, clients, seed=3)
+        await fleet.start()
+        try:
+            deadline = time.monotonic() + 60
+            while (
+                len([n for n in await coordinator.list_nodes() if n.state == pb.NODE_STATE_ONLINE])
+                < 3
+            ):
+                assert time.monotonic() < deadline, "nodes did not register"
+                await asyncio.sleep(0.2)
+            run = await coordinator.start_run(_spec(settings))
+            deadline = time.monotonic() + 240
+            while (
+                state := await coordinator.get_run(run.run_id)
+            ).run.status == pb.RUN_STATUS_RUNNING:
+                assert time.monotonic() < deadline, f"run did not finish: {state}"
+                await asyncio.sleep(0.5)
+        finally:
+            await fleet.stop()
+        versions = [v.ref.version for v in (await registry.list_versions(MODEL_NAME)).versions]
+    return state, initial, versions
+
+
+@pytest.fixture(scope="module")
+def finished_run(stack: LocalStack) -> tuple[pb.GetRunResponse, int, list[int]]:
+    return asyncio.run(_run_two_rounds(stack))
+
+
+def test_two_rounds_complete_with_consecutive_versions(
+    finished_run: tuple[pb.GetRunResponse, int, list[int]],
+) -> None:
+    state, initial, versions = finished_run
+
+    assert state.run.status == pb.RUN_STATUS_COMPLETED
+    assert [r.phase for r in state.rounds] == [pb.ROUND_PHASE_COMPLETED] * 2
+    assert all(sorted(r.received) == sorted(r.participants) for r in state.rounds)
+    assert [r.result_model.version for r in state.rounds] == [initial + 1, initial + 2]
+    assert sorted(versions) == [initial, initial + 1, initial + 2]
+    assert state.run.model.version == initial + 2
+
+
+def test_one_round_is_one_trace_across_processes(
+    stack: LocalStack, finished_run: tuple[pb.GetRunResponse, int, list[int]]
+) -> None:
+    spans = [json.loads(line) for line in (stack.workdir / "spans.jsonl").read_text().splitlines()]
+    node_tasks = [
+        s for s in spans if s["name"] == "node-task" and s["attributes"].get("round") == "1"
+    ]
+    assert len(node_tasks) == 3
+    trace_ids = {s["trace_id"] for s in node_tasks}
+    assert len(trace_ids) == 1, "the three nodes' work on round 1 is not in one trace"
+    in_trace = [s for s in spans if s["trace_id"] in trace_ids]
+    services = {s["service"] for s in in_trace}
+    assert {"coordinator", "aggregator", "registry"} <= services
+    names = {s["name"] for s in in_trace}
+    assert any("SubmitUpdate" in n for n in names)
+    assert any("AggregateRound" in n for n in names)
+    assert any("PublishModel" in n for n in names)
+    assert any("DownloadModel" in n for n in names)
