@@ -195,6 +195,24 @@ class PrivacyLedger:
         """ε spent by the rounds already recorded."""
         return self.accountant.epsilon_spent(self.rounds_done)
 
+    def affordable_rounds(self, limit: int) -> int:
+        """How many rounds in total (done ones included, at most `limit`) fit the budget.
+
+        For StartRun: a run whose planned rounds exceed this cannot finish; 0
+        means not even one round fits. ε grows with rounds, so this bisects.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        accountant = self.accountant
+        low, high = 0, limit
+        while low < high:
+            middle = (low + high + 1) // 2
+            if accountant.epsilon_spent(middle) <= self.epsilon_budget:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
     def check_next_round(self) -> BudgetDecision:
         """Decide whether one more round stays within the budget."""
         accountant = self.accountant

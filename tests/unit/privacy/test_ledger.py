@@ -83,3 +83,17 @@ def test_invalid_ledgers_are_refused(changes: dict[str, Any], message: str) -> N
 
     with pytest.raises(ValueError, match=message):
         PrivacyLedger(**fields)
+
+
+def test_affordable_rounds_is_the_last_round_count_within_the_budget() -> None:
+    assert LEDGER.affordable_rounds(50) == 4
+    assert LEDGER.affordable_rounds(3) == 3
+    assert PrivacyLedger(2.0, 1e-5, 1.0, 2.0).affordable_rounds(50) == 0
+
+
+def test_the_design_defaults_refuse_the_first_round_at_full_participation() -> None:
+    # C = 1.0, z = 1.1, δ = 1e-5, ε budget 1.0 (DESIGN §8): one round at q = 1 costs ε ≈ 4.24.
+    ledger = PrivacyLedger(epsilon_budget=1.0, delta=1e-5, sampling_rate=1.0, noise_multiplier=1.1)
+
+    assert ledger.affordable_rounds(10) == 0
+    assert ledger.check_next_round().epsilon_after == pytest.approx(4.239640834979211)

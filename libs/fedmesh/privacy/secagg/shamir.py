@@ -58,6 +58,28 @@ def interpolate_at_zero(shares: Sequence[ShamirShare]) -> int:
     With fewer shares than the threshold this is a field element unrelated to
     the secret; it is only the secret when at least `threshold` shares are given.
     """
+    return _interpolate(shares, 0)
+
+
+def reconstruct_secret(shares: Sequence[ShamirShare], threshold: int) -> bytes:
+    """The 32-byte secret from at least `threshold` shares.
+
+    Shares beyond the threshold are checked against the polynomial through the
+    first `threshold`: a wrong share is detected whenever more than `threshold`
+    shares are given (with exactly `threshold`, nothing can be checked).
+    """
+    if len(shares) < threshold:
+        raise ValueError(f"need at least {threshold} shares to reconstruct, got {len(shares)}")
+    basis = shares[:threshold]
+    if any(_interpolate(basis, extra.x) != extra.y for extra in shares[threshold:]):
+        raise ValueError("shares are inconsistent: at least one share is wrong")
+    value = _interpolate(basis, 0)
+    if value >= 2 ** (8 * SECRET_BYTES):
+        raise ValueError("shares are inconsistent: the interpolated value is not a 32-byte secret")
+    return value.to_bytes(SECRET_BYTES, "big")
+
+
+def _interpolate(shares: Sequence[ShamirShare], at: int) -> int:
     xs = [share.x for share in shares]
     if not shares or len(set(xs)) != len(xs):
         raise ValueError("interpolation needs at least one share and distinct points")
@@ -66,20 +88,10 @@ def interpolate_at_zero(shares: Sequence[ShamirShare]) -> int:
         numerator, denominator = 1, 1
         for other in xs:
             if other != share.x:
-                numerator = numerator * other % FIELD_PRIME
-                denominator = denominator * (other - share.x) % FIELD_PRIME
+                numerator = numerator * (at - other) % FIELD_PRIME
+                denominator = denominator * (share.x - other) % FIELD_PRIME
         total += share.y * numerator * pow(denominator, -1, FIELD_PRIME)
     return total % FIELD_PRIME
-
-
-def reconstruct_secret(shares: Sequence[ShamirShare], threshold: int) -> bytes:
-    """The 32-byte secret from at least `threshold` shares."""
-    if len(shares) < threshold:
-        raise ValueError(f"need at least {threshold} shares to reconstruct, got {len(shares)}")
-    value = interpolate_at_zero(shares)
-    if value >= 2 ** (8 * SECRET_BYTES):
-        raise ValueError("shares are inconsistent: the interpolated value is not a 32-byte secret")
-    return value.to_bytes(SECRET_BYTES, "big")
 
 
 def _evaluate(coefficients: Sequence[int], x: int) -> int:

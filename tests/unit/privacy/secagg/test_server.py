@@ -2,6 +2,7 @@
 
 import dataclasses
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from fedmesh.privacy.secagg import (
     KeyAdvertisement,
     KeyShares,
     MaskedInput,
+    RevealedShare,
     SecAggAbort,
     SecAggClient,
     SecAggConfig,
@@ -21,6 +23,7 @@ from fedmesh.privacy.secagg import (
     UnmaskingRequest,
 )
 from fedmesh.privacy.secagg.quantize import WORD
+from fedmesh.privacy.secagg.shamir import split_secret
 
 CONFIG = SecAggConfig.create(tuple(range(6)), 8, b"g", b"run-s/round-1")  # complete graph, t = 3
 ONES = np.ones(8, dtype=WORD)
@@ -160,14 +163,14 @@ def test_unmasking_shares_must_match_what_the_sender_holds() -> None:
         server.receive_unmasking_shares(swapped)
 
 
-def test_a_corrupted_mask_key_share_is_caught_against_the_advertised_key() -> None:
+def test_consistent_shares_of_a_wrong_mask_key_are_caught_against_the_advertised_key() -> None:
     clients, server, requests = masked(drop=(5,))
+    # Every holder reveals a share of the same wrong key: consistent, so only the key check sees it.
+    forged = {share.x: share for share in split_secret(os.urandom(32), 3, [1, 2, 3, 4, 5])}
     for node in range(5):
         revealed = clients[node].unmasking(requests[node])
-        if node == 0:
-            bad = dataclasses.replace(revealed.mask_key_shares[0], value=(7).to_bytes(33, "big"))
-            revealed = dataclasses.replace(revealed, mask_key_shares=(bad,))
-        server.receive_unmasking_shares(revealed)
+        fake = RevealedShare(owner=5, value=forged[node + 1].y_bytes())
+        server.receive_unmasking_shares(dataclasses.replace(revealed, mask_key_shares=(fake,)))
 
     with pytest.raises(
         SecAggAbort, match="the reconstructed mask key of node 5 does not match its advertised key"
@@ -228,3 +231,21 @@ def test_a_neighbourhood_losing_its_majority_before_masking_aborts_early() -> No
         "fewer than min_survivors 5",
     ):
         server.close_advertisements()
+
+
+def test_a_wrong_self_mask_share_is_caught_when_more_than_t_shares_arrive() -> None:
+    clients, server, requests = masked()
+    for node in range(6):
+        revealed = clients[node].unmasking(requests[node])
+        if node == 1:
+            wrong = dataclasses.replace(revealed.self_mask_shares[0], value=(7).to_bytes(33, "big"))
+            revealed = dataclasses.replace(
+                revealed, self_mask_shares=(wrong, *revealed.self_mask_shares[1:])
+            )
+        server.receive_unmasking_shares(revealed)
+
+    with pytest.raises(
+        SecAggAbort,
+        match="the self-mask seed of node 0 could not be reconstructed: shares are inconsistent",
+    ):
+        server.finish()

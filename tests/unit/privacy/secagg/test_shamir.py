@@ -80,3 +80,12 @@ def test_invalid_sharings_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         split_secret(secret, threshold, xs)
+
+
+def test_a_wrong_share_beyond_the_threshold_is_detected() -> None:
+    shares = list(split_secret(SECRET, 3, [1, 2, 3, 4, 5]))
+    shares[4] = ShamirShare(5, (shares[4].y + 1) % FIELD_PRIME)
+
+    with pytest.raises(ValueError, match="shares are inconsistent: at least one share is wrong"):
+        reconstruct_secret(shares, 3)
+    assert reconstruct_secret(shares[:4], 3) == SECRET
