@@ -43,7 +43,7 @@ class RecordSigner:
         except ValueError:
             raise InvalidArgument(f"{path} is not a PEM private key") from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise InvalidArgument(f"{path} holds a {type(key).__name__}; expected Ed25519")
+            raise InvalidArgument(f"{path} holds another kind of key; expected Ed25519")
         signer = cls(key)
         log.info("registry signing key loaded", extra={"fields": {"key_id": signer.key_id}})
         return signer
