@@ -8,6 +8,7 @@ so are uploads that were cut off mid-stream.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -46,8 +47,8 @@ async def reconcile(
     spool: UpdateSpool, rounds: RoundStore, results: RoundResults
 ) -> ReconcileReport:
     """Make receipts and spool agree, as described in the module docstring."""
-    removed_partials = spool.clear_incoming()
-    for stray in spool.rescan():
+    removed_partials = await asyncio.to_thread(spool.clear_incoming)
+    for stray in await asyncio.to_thread(spool.rescan):
         log.warning(
             "file in the spool is not an update; left alone",
             extra={"fields": {"path": str(stray)}},
@@ -92,5 +93,5 @@ async def reconcile(
         if key not in keep:
             await spool.remove(key)
             removed += 1
-    spool.prune_empty_dirs()
+    await asyncio.to_thread(spool.prune_empty_dirs)
     return ReconcileReport(tuple(kept), tuple(dropped), removed, removed_partials)

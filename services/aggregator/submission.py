@@ -124,14 +124,15 @@ class UpdateIntake:
     async def _receive(
         self, checker: PayloadChecker, writer: SpoolWriter, chunks: AsyncIterator[bytes]
     ) -> None:
-        # Each chunk is checked and written in a worker thread while the next one arrives.
+        # Each chunk is checked (hash, header, finiteness) and written in two worker threads
+        # at once, while the event loop receives the next one.
         pending: asyncio.Future[None] | None = None
         try:
             async for chunk in chunks:
                 self._metrics.received(len(chunk))
                 if pending is not None:
                     await asyncio.shield(pending)
-                pending = asyncio.ensure_future(asyncio.to_thread(_absorb, checker, writer, chunk))
+                pending = asyncio.ensure_future(_absorb(checker, writer, chunk))
             if pending is not None:
                 await asyncio.shield(pending)
         finally:
@@ -172,6 +173,13 @@ class UpdateIntake:
         return SubmitOutcome(header.digest, writer.written, outcome is ReceiptOutcome.DUPLICATE)
 
 
-def _absorb(checker: PayloadChecker, writer: SpoolWriter, chunk: bytes) -> None:
-    checker.feed(chunk)
-    writer.write(chunk)
+async def _absorb(checker: PayloadChecker, writer: SpoolWriter, chunk: bytes) -> None:
+    # Both threads always finish before this returns, so the file is never closed under a write.
+    outcomes = await asyncio.gather(
+        asyncio.to_thread(checker.feed, chunk),
+        asyncio.to_thread(writer.write, chunk),
+        return_exceptions=True,
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
