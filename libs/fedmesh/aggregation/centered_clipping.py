@@ -43,7 +43,8 @@ def centered_clipping_source(
     if not tau > 0 or iterations < 1:
         raise ValueError(f"tau must be > 0 and iterations ≥ 1, got tau={tau}, {iterations=}")
     start = _check_reference(reference, source)
-    shape = geometry(source, block_size, start)
+    # One step only measures distances to the reference: norms suffice, no n²·m product.
+    shape = geometry(source, block_size, start, pairwise=iterations > 1)
     n = source.n
     coefficients = torch.zeros(n, dtype=torch.float64)
     offset = 1.0 if start is not None else 0.0

@@ -20,11 +20,14 @@ class Geometry:
     """Inner products of the updates (and of a reference vector r, when given), float64 on CPU.
 
     `gram[i, j]` = ⟨x_i, x_j⟩, `cross[i]` = ⟨x_i, r⟩, `reference_norm2` = ⟨r, r⟩.
+    Without `pairwise`, only the diagonal (the squared norms) was computed, which
+    is all that distances to multiples of r need.
     """
 
     gram: torch.Tensor
     cross: torch.Tensor | None = None
     reference_norm2: float = 0.0
+    pairwise: bool = True
 
     def squared_distances(self) -> torch.Tensor:
         """The n×n matrix of ‖x_i − x_j‖², clamped at 0 against rounding."""
@@ -36,7 +39,12 @@ class Geometry:
 
     def distances_to(self, coefficients: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
         """‖x_i − z‖ for every i, where z = offset·r + Σ_j coefficients_j x_j."""
-        g_c = self.gram @ coefficients
+        if bool(coefficients.any()):
+            if not self.pairwise:
+                raise ValueError("distances to a point in the span need the pairwise geometry")
+            g_c = self.gram @ coefficients
+        else:
+            g_c = torch.zeros_like(coefficients)
         z_norm2 = float(coefficients @ g_c)
         inner = g_c
         if offset != 0.0:
@@ -50,26 +58,40 @@ class Geometry:
 
 
 def geometry(
-    source: UpdateSource, block_size: int, reference: torch.Tensor | None = None
+    source: UpdateSource,
+    block_size: int,
+    reference: torch.Tensor | None = None,
+    pairwise: bool = True,
 ) -> Geometry:
-    """Build the `Geometry` of a source in one pass over its blocks."""
+    """Build the `Geometry` of a source in one pass over its blocks.
+
+    `pairwise=False` computes the squared norms alone (a memory pass instead of
+    an n²·m product); the off-diagonal entries are then NaN.
+    """
     gram = torch.zeros(source.n, source.n, dtype=torch.float64, device=source.device)
+    squares = torch.zeros(source.n, dtype=torch.float64, device=source.device)
     cross = None
     reference_norm2 = 0.0
     if reference is not None:
         cross = torch.zeros(source.n, dtype=torch.float64, device=source.device)
         reference_norm2 = float(reference.double().square().sum())
     for start, block in source.iter_blocks(block_size):
-        gram += (block @ block.T).double()
+        if pairwise:
+            gram += (block @ block.T).double()
+        else:
+            squares += torch.linalg.vector_norm(block, dim=1).double().square()
         if cross is not None and reference is not None:
             cross += (block @ reference[start : start + block.shape[1]]).double()
+    if pairwise:
+        # BLAS need not round (i, j) and (j, i) alike; exact symmetry keeps ties exact.
+        gram = (gram + gram.T) / 2
+    else:
+        gram.fill_(float("nan")).diagonal().copy_(squares)
     require_finite(gram.diagonal(), "the squared norm of an update")
-    # BLAS need not round (i, j) and (j, i) alike; exact symmetry keeps ties exact.
-    gram = (gram + gram.T) / 2
     if cross is not None:
         require_finite(cross, "the inner product of an update with the reference")
-        return Geometry(gram.cpu(), cross.cpu(), reference_norm2)
-    return Geometry(gram.cpu())
+        return Geometry(gram.cpu(), cross.cpu(), reference_norm2, pairwise)
+    return Geometry(gram.cpu(), pairwise=pairwise)
 
 
 def combine(
