@@ -60,7 +60,7 @@ def test_every_service_is_serving_and_reflects_its_services(stack: LocalStack) -
 async def _run_two_rounds(stack: LocalStack) -> tuple[pb.GetRunResponse, int, list[int]]:
     settings = DemoSettings(workdir=stack.workdir, report_dir=stack.workdir, nodes=3, rounds=2,
                             mesh_nodes=60, steps=40, local_epochs=1, seed=3)  # fmt: skip
-    _, clients = await asyncio.to_thread(simulated_clients, 3, 60, 40, 3)
+    _, clients = await asyncio.to_thread(simulated_clients, settings.mesh(), 3, 40, 3)
     async with (
         open_channel(stack.services["registry"].address) as registry_channel,
         open_channel(stack.services["coordinator"].address) as coordinator_channel,

@@ -19,6 +19,7 @@ from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.local_data import LocalData, simulated_clients
 from fedmesh.client.registry import RegistryClient
 from fedmesh.client.transfers import ModelTransfers
+from fedmesh.mesh import FaultRates, MeshConfig
 from fedmesh.model import AnomalyDetector
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
@@ -36,11 +37,20 @@ class DemoSettings:
     nodes: int = 8
     rounds: int = 5
     mesh_nodes: int = 200
-    steps: int = 120
+    steps: int = 160
+    # Faults start 6× more often than the simulator's default, so that every region's
+    # short held-out window holds fault instances to detect.
+    fault_onset_rate: float = 3e-3
     local_epochs: int = 2
     learning_rate: float = 1e-3
     seed: int = 7
     collect_deadline_s: float = 60.0
+
+    def mesh(self) -> MeshConfig:
+        """The simulated mesh."""
+        return MeshConfig(
+            num_nodes=self.mesh_nodes, faults=FaultRates(onset_rate=self.fault_onset_rate)
+        )
 
 
 class NodeFleet:
@@ -182,7 +192,7 @@ async def run_demo(settings: DemoSettings, stack: LocalStack, console: Console) 
     """Run the demo on a started stack; returns the process exit code."""
     with console.status("Simulating the mesh and splitting it into regions…"):
         _, clients = await asyncio.to_thread(
-            simulated_clients, settings.nodes, settings.mesh_nodes, settings.steps, settings.seed
+            simulated_clients, settings.mesh(), settings.nodes, settings.steps, settings.seed
         )
     registry_channel = open_channel(stack.services["registry"].address, default_timeout=120)
     coordinator_channel = open_channel(stack.services["coordinator"].address)

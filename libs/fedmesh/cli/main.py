@@ -11,9 +11,17 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from fedmesh.cli import alerts, models, runs
+from fedmesh.cli.node import node
 from fedmesh.cli.stack import SERVICES, LocalStack
 
-app = typer.Typer(help="fedmesh: federated learning for a self-healing wireless mesh.")
+app = typer.Typer(
+    help="fedmesh: federated learning for a self-healing wireless mesh.", no_args_is_help=True
+)
+app.add_typer(runs.app, name="run")
+app.add_typer(models.app, name="models")
+app.add_typer(alerts.app, name="alerts")
+app.command()(node)
 console = Console()
 
 

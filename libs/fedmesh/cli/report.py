@@ -30,6 +30,7 @@ def write_report(rows: list[RoundRow], summary: dict[str, object], directory: Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     directory.mkdir(parents=True, exist_ok=True)
     json_path = directory / "rounds.json"
@@ -47,6 +48,7 @@ def write_report(rows: list[RoundRow], summary: dict[str, object], directory: Pa
     )
     for axis in (loss_axis, f1_axis):
         axis.grid(alpha=0.3)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
     png_path = directory / "rounds.png"
     figure.savefig(png_path, dpi=120)

@@ -70,8 +70,9 @@ def start(
 ) -> None:
     """Start a run."""
     name = f"AGGREGATION_RULE_{rule.upper()}"
-    if name not in common.AggregationRule.keys() or rule.upper() == "UNSPECIFIED":
-        known = [k.removeprefix("AGGREGATION_RULE_").lower() for k in common.AggregationRule.keys()]
+    names = list(common.AggregationRule.keys())
+    if name not in names or rule.upper() == "UNSPECIFIED":
+        known = [k.removeprefix("AGGREGATION_RULE_").lower() for k in names]
         console.print(f"[red]unknown rule {rule!r}; expected one of {', '.join(known[1:])}[/red]")
         raise typer.Exit(2)
     enum = common.AggregationRule.Value(name)

@@ -44,9 +44,9 @@ def region_data(series: TelemetrySeries, region: Region) -> LocalData:
 
 
 def simulated_clients(
-    num_clients: int, num_nodes: int, steps: int, seed: int
+    config: MeshConfig, num_clients: int, steps: int, seed: int
 ) -> tuple[TelemetrySeries, list[LocalData]]:
     """Simulate a mesh and give each of ``num_clients`` clients one region of it (non-IID)."""
-    series = simulate(MeshConfig(num_nodes=num_nodes), steps, seed)
+    series = simulate(config, steps, seed)
     regions = split_regions(series, num_clients, seed)
     return series, [region_data(series, region) for region in regions]

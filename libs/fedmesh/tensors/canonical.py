@@ -1,5 +1,7 @@
 """The canonical byte layout of models and updates: safetensors with a fixed header.
 
+This module reads and writes headers only, without torch; `payload` has the tensors.
+
 Tensors are laid out in name order, the JSON header has sorted keys, no spaces and
 no metadata, and is padded with spaces to a multiple of 8 bytes. The same tensors
 therefore always give the same bytes, the SHA-256 over them is the digest, and any
@@ -10,17 +12,11 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from safetensors.torch import load as _load_safetensors
 
 from fedmesh.errors import InvalidArgument
-from fedmesh.tensors.manifest import Manifest, TensorSpec, dtype_from_code, manifest_of
+from fedmesh.tensors.manifest import Manifest, TensorSpec, dtype_from_code
 
-DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_HEADER_BYTES = 100 << 20
 
 
@@ -89,44 +85,3 @@ def parse_header(head: bytes) -> ParsedHeader:
     if encode_header(manifest) != head[: 8 + length]:
         raise InvalidArgument("safetensors header is not in fedmesh's canonical layout")
     return ParsedHeader(manifest, 8 + length)
-
-
-def _raw_bytes(tensor: torch.Tensor) -> memoryview:
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    array: Any = flat.view(torch.uint8).numpy()
-    return memoryview(array).cast("B")
-
-
-def iter_payload(
-    tensors: Mapping[str, torch.Tensor], chunk_bytes: int = DEFAULT_CHUNK_BYTES
-) -> Iterator[bytes]:
-    """Yield the canonical payload of ``tensors`` in chunks, never all of it at once."""
-    manifest = manifest_of(tensors)
-    buffer = bytearray(encode_header(manifest))
-    for spec in manifest.tensors:
-        raw = _raw_bytes(tensors[spec.name])
-        start = 0
-        while start < len(raw):
-            take = min(chunk_bytes - len(buffer), len(raw) - start)
-            buffer += raw[start : start + take]
-            start += take
-            if len(buffer) >= chunk_bytes:
-                yield bytes(buffer)
-                buffer.clear()
-    if buffer:
-        yield bytes(buffer)
-
-
-def encode(tensors: Mapping[str, torch.Tensor]) -> bytes:
-    """The whole canonical payload of ``tensors`` (for small models)."""
-    return b"".join(iter_payload(tensors))
-
-
-def decode(payload: bytes) -> dict[str, torch.Tensor]:
-    """Load a canonical payload into tensors, checking the layout first."""
-    parsed = parse_header(payload[: 8 + header_length(payload)])
-    if len(payload) != parsed.total_bytes:
-        raise InvalidArgument(
-            f"payload has {len(payload)} bytes; its header announces {parsed.total_bytes}"
-        )
-    return dict(_load_safetensors(payload))

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
-
-import torch
-
-from fedmesh.tensors.canonical import iter_payload
+from collections.abc import Iterable
 
 
 def digest_chunks(chunks: Iterable[bytes]) -> str:
@@ -16,8 +12,3 @@ def digest_chunks(chunks: Iterable[bytes]) -> str:
     for chunk in chunks:
         hasher.update(chunk)
     return hasher.hexdigest()
-
-
-def digest_tensors(tensors: Mapping[str, torch.Tensor]) -> str:
-    """Hex SHA-256 over the canonical payload of ``tensors``."""
-    return digest_chunks(iter_payload(tensors))

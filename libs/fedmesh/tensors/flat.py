@@ -8,6 +8,7 @@ import torch
 
 from fedmesh.errors import InvalidArgument
 from fedmesh.tensors.manifest import Manifest
+from fedmesh.tensors.torch_dtypes import torch_dtype
 
 
 def flatten(tensors: Mapping[str, torch.Tensor], manifest: Manifest) -> torch.Tensor:
@@ -37,6 +38,6 @@ def unflatten(vector: torch.Tensor, manifest: Manifest) -> dict[str, torch.Tenso
     start = 0
     for spec in manifest.tensors:
         part = vector[start : start + spec.numel]
-        out[spec.name] = part.reshape(spec.shape).to(spec.torch_dtype).clone()
+        out[spec.name] = part.reshape(spec.shape).to(torch_dtype(spec)).clone()
         start += spec.numel
     return out

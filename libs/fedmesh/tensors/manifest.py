@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-
-import torch
 
 from fedmesh.errors import InvalidArgument
 
-# safetensors dtype codes, and the torch dtype and item size behind each.
-DTYPES: dict[str, tuple[str, torch.dtype, int]] = {
-    "float32": ("F32", torch.float32, 4),
-    "float64": ("F64", torch.float64, 8),
-    "float16": ("F16", torch.float16, 2),
-    "bfloat16": ("BF16", torch.bfloat16, 2),
-    "int64": ("I64", torch.int64, 8),
-    "int32": ("I32", torch.int32, 4),
-    "int16": ("I16", torch.int16, 2),
-    "int8": ("I8", torch.int8, 1),
-    "uint8": ("U8", torch.uint8, 1),
-    "bool": ("BOOL", torch.bool, 1),
+# Manifest dtype names → safetensors dtype code and item size. No torch here, so
+# the services that only read headers (registry, coordinator) never import it.
+DTYPES: dict[str, tuple[str, int]] = {
+    "float32": ("F32", 4),
+    "float64": ("F64", 8),
+    "float16": ("F16", 2),
+    "bfloat16": ("BF16", 2),
+    "int64": ("I64", 8),
+    "int32": ("I32", 4),
+    "int16": ("I16", 2),
+    "int8": ("I8", 1),
+    "uint8": ("U8", 1),
+    "bool": ("BOOL", 1),
 }
-_BY_TORCH = {torch_dtype: name for name, (_, torch_dtype, _) in DTYPES.items()}
-_BY_CODE = {code: name for name, (code, _, _) in DTYPES.items()}
+_BY_CODE = {code: name for name, (code, _) in DTYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -43,12 +41,7 @@ class TensorSpec:
     @property
     def nbytes(self) -> int:
         """Bytes of the raw data."""
-        return self.numel * DTYPES[self.dtype][2]
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        """The torch dtype."""
-        return DTYPES[self.dtype][1]
+        return self.numel * DTYPES[self.dtype][1]
 
     @property
     def code(self) -> str:
@@ -96,24 +89,9 @@ class Manifest:
         return all(s.dtype == dtype for s in self.tensors)
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    """The manifest name of a torch dtype."""
-    try:
-        return _BY_TORCH[dtype]
-    except KeyError:
-        raise InvalidArgument(f"unsupported dtype {dtype}") from None
-
-
 def dtype_from_code(code: str) -> str:
     """The manifest name of a safetensors dtype code."""
     try:
         return _BY_CODE[code]
     except KeyError:
         raise InvalidArgument(f"unsupported safetensors dtype {code!r}") from None
-
-
-def manifest_of(tensors: Mapping[str, torch.Tensor]) -> Manifest:
-    """The manifest of a state dict."""
-    return Manifest.of(
-        TensorSpec(name, dtype_name(t.dtype), tuple(t.shape)) for name, t in tensors.items()
-    )
