@@ -22,7 +22,7 @@ from fedmesh.privacy.secagg.messages import (
     UnmaskingRequest,
     UnmaskingShares,
 )
-from fedmesh.privacy.secagg.prg import SEED_BYTES, expand_mask
+from fedmesh.privacy.secagg.prg import SEED_BYTES, MaskExpander
 from fedmesh.privacy.secagg.quantize import WORD
 from fedmesh.privacy.secagg.sealing import open_shares, seal_shares
 from fedmesh.privacy.secagg.shamir import ShamirShare, split_secret
@@ -147,13 +147,13 @@ class SecAggClient:
         self._require_threshold(len(held), "neighbours completed key sharing")
         self._held_shares = held
         masked = quantised_update.copy()
-        np.add(masked, expand_mask(self._self_mask_seed, self.config.vector_length), out=masked)
+        expander = MaskExpander(self.config.vector_length)
+        expander.add_to(masked, self._self_mask_seed)
         for partner in sorted(held):
-            mask = expand_mask(self._pairwise_seeds[partner], self.config.vector_length)
             if self.node < partner:
-                np.add(masked, mask, out=masked)
+                expander.add_to(masked, self._pairwise_seeds[partner])
             else:
-                np.subtract(masked, mask, out=masked)
+                expander.subtract_from(masked, self._pairwise_seeds[partner])
         return MaskedInput(node=self.node, masked_vector=masked.tobytes())
 
     def unmasking(self, request: UnmaskingRequest) -> UnmaskingShares:

@@ -31,7 +31,7 @@ from fedmesh.privacy.secagg.messages import (
     UnmaskingRequest,
     UnmaskingShares,
 )
-from fedmesh.privacy.secagg.prg import expand_mask
+from fedmesh.privacy.secagg.prg import MaskExpander
 from fedmesh.privacy.secagg.quantize import WORD
 from fedmesh.privacy.secagg.shamir import FIELD_PRIME, SHARE_BYTES, ShamirShare, reconstruct_secret
 
@@ -217,11 +217,12 @@ class SecAggServer:
         )
         dropped = self._sharers - self._survivors
         mask_key_shares = self._collect("mask key", dropped, lambda m: m.mask_key_shares)
-        length = self.config.vector_length
-        total = self._masked_sum
-        for node in sorted(self._survivors):
-            seed = self._reconstruct(self_mask_shares[node], node, "self-mask seed")
-            np.subtract(total, expand_mask(seed, length), out=total)
+        self_mask_seeds = [
+            self._reconstruct(self_mask_shares[node], node, "self-mask seed")
+            for node in sorted(self._survivors)
+        ]
+        # (seed, sign the partner applied) for each mask a dropped node shared with a survivor.
+        orphaned_masks: list[tuple[bytes, int]] = []
         for node in sorted(dropped):
             private_key = keys.private_key_from_bytes(
                 self._reconstruct(mask_key_shares[node], node, "mask key")
@@ -232,15 +233,17 @@ class SecAggServer:
                 )
             for partner in sorted(self._neighbours_in(node, self._survivors)):
                 secret = keys.agree(private_key, self._advertisements[partner].masking_public_key)
-                mask = expand_mask(
-                    keys.pairwise_mask_seed(secret, self.config.round_context, node, partner),
-                    length,
-                )
-                # The partner added +mask if partner < node, else −mask; undo it.
-                if partner < node:
-                    np.subtract(total, mask, out=total)
-                else:
-                    np.add(total, mask, out=total)
+                seed = keys.pairwise_mask_seed(secret, self.config.round_context, node, partner)
+                orphaned_masks.append((seed, 1 if partner < node else -1))
+        total = self._masked_sum
+        expander = MaskExpander(self.config.vector_length)
+        for seed in self_mask_seeds:
+            expander.subtract_from(total, seed)
+        for seed, applied_sign in orphaned_masks:
+            if applied_sign > 0:
+                expander.subtract_from(total, seed)
+            else:
+                expander.add_to(total, seed)
         contributors = tuple(sorted(self._survivors))
         self._stage = ServerStage.DONE
         self._masked_sum = np.zeros(0, dtype=WORD)
