@@ -359,19 +359,28 @@ class RegistryClient:
             offset=offset,
             chunk_bytes=self._chunk_bytes,
         )
-        # Errors stay raw: download_to resumes after the resumable ones.
-        async for response in self._stub.DownloadModel(request, timeout=self._transfer_timeout):
-            if response.WhichOneof("item") == "version":
-                if response.version.ref.digest != meta.ref.digest:
-                    raise DataLoss(
-                        f"version {meta.ref.version} of {meta.ref.name!r} changed digest "
-                        "during the download"
-                    )
-                continue
-            await asyncio.to_thread(_append, out, hasher, response.chunk)
-            offset += len(response.chunk)
-            if on_progress is not None:
-                on_progress(offset, meta.size_bytes)
+        # Errors stay raw: download_to resumes after the resumable ones. Each chunk is
+        # hashed and written in a worker thread while the next one is received.
+        pending: asyncio.Task[None] | None = None
+        try:
+            async for response in self._stub.DownloadModel(request, timeout=self._transfer_timeout):
+                if response.WhichOneof("item") == "version":
+                    if response.version.ref.digest != meta.ref.digest:
+                        raise DataLoss(
+                            f"version {meta.ref.version} of {meta.ref.name!r} changed digest "
+                            "during the download"
+                        )
+                    continue
+                chunk = response.chunk
+                if pending is not None:
+                    await pending
+                pending = asyncio.create_task(asyncio.to_thread(_append, out, hasher, chunk))
+                offset += len(chunk)
+                if on_progress is not None:
+                    on_progress(offset, meta.size_bytes)
+        finally:
+            if pending is not None:
+                await pending
         return offset
 
     async def get_version(self, name: str, version: int = 0, alias: str = "") -> pb.ModelVersion:
