@@ -18,13 +18,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from fedmesh.cli.demo import MODEL_NAME, DemoSettings, NodeFleet, _publish_initial_model, _spec
 from fedmesh.cli.stack import SERVICES, LocalStack
 from fedmesh.client.coordinator import CoordinatorClient
-from fedmesh.client.local_data import simulated_clients
+from fedmesh.client.local_data import LocalData, simulated_clients
+from fedmesh.client.alerting import Alert, AlertingClient, Severity
 from fedmesh.client.registry import RegistryClient
+from fedmesh.client.watch import AnomalyWatch, Scan
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.rpc import open_channel
 from fedmesh.telemetry import JsonLinesSpanExporter
 
 pytestmark = pytest.mark.timeout(400)
+RunResult = tuple[pb.GetRunResponse, int, list[int], list[LocalData]]
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +60,10 @@ def test_every_service_is_serving_and_reflects_its_services(stack: LocalStack) -
         assert "grpc.health.v1.Health" in listed
 
 
-async def _run_two_rounds(stack: LocalStack) -> tuple[pb.GetRunResponse, int, list[int]]:
+async def _run_two_rounds(stack: LocalStack) -> RunResult:
     settings = DemoSettings(workdir=stack.workdir, report_dir=stack.workdir, nodes=3, rounds=2,
-                            mesh_nodes=60, steps=40, local_epochs=1, seed=3)  # fmt: skip
-    _, clients = await asyncio.to_thread(simulated_clients, settings.mesh(), 3, 40, 3)
+                            mesh_nodes=120, steps=80, local_epochs=3, seed=3)  # fmt: skip
+    _, clients = await asyncio.to_thread(simulated_clients, settings.mesh(), 3, settings.steps, 3)
     async with (
         open_channel(stack.services["registry"].address) as registry_channel,
         open_channel(stack.services["coordinator"].address) as coordinator_channel,
@@ -88,18 +91,18 @@ async def _run_two_rounds(stack: LocalStack) -> tuple[pb.GetRunResponse, int, li
         finally:
             await fleet.stop()
         versions = [v.ref.version for v in (await registry.list_versions(MODEL_NAME)).versions]
-    return state, initial, versions
+    return state, initial, versions, clients
 
 
 @pytest.fixture(scope="module")
-def finished_run(stack: LocalStack) -> tuple[pb.GetRunResponse, int, list[int]]:
+def finished_run(stack: LocalStack) -> RunResult:
     return asyncio.run(_run_two_rounds(stack))
 
 
 def test_two_rounds_complete_with_consecutive_versions(
-    finished_run: tuple[pb.GetRunResponse, int, list[int]],
+    finished_run: RunResult,
 ) -> None:
-    state, initial, versions = finished_run
+    state, initial, versions, _ = finished_run
 
     assert state.run.status == pb.RUN_STATUS_COMPLETED
     assert [r.phase for r in state.rounds] == [pb.ROUND_PHASE_COMPLETED] * 2
@@ -110,7 +113,7 @@ def test_two_rounds_complete_with_consecutive_versions(
 
 
 def test_one_round_is_one_trace_across_processes(
-    stack: LocalStack, finished_run: tuple[pb.GetRunResponse, int, list[int]]
+    stack: LocalStack, finished_run: RunResult
 ) -> None:
     spans = [json.loads(line) for line in (stack.workdir / "spans.jsonl").read_text().splitlines()]
     node_tasks = [
@@ -127,3 +130,46 @@ def test_one_round_is_one_trace_across_processes(
     assert any("AggregateRound" in n for n in names)
     assert any("PublishModel" in n for n in names)
     assert any("DownloadModel" in n for n in names)
+
+
+SEVERITY_BANDS = ((0.9, Severity.CRITICAL), (0.7, Severity.HIGH), (0.5, Severity.MEDIUM))
+
+
+def band(score: float) -> Severity:
+    return next(severity for bound, severity in SEVERITY_BANDS if score >= bound)
+
+
+async def _detect(stack: LocalStack, run: RunResult) -> tuple[list[Scan], list[Alert]]:
+    state, _, _, clients = run
+    async with (
+        open_channel(stack.services["registry"].address) as registry_channel,
+        open_channel(stack.services["alerting"].address) as alerting_channel,
+    ):
+        registry, alerting = RegistryClient(registry_channel), AlertingClient(alerting_channel)
+        await registry.promote(MODEL_NAME, state.run.model.version, reason="e2e")
+        watches = [AnomalyWatch(c, registry, alerting, MODEL_NAME, 0.1) for c in clients]
+        scans = [s for w in watches for _ in c_range(clients) if (s := await w.scan())]
+        alerts = await alerting.list_alerts()
+    return scans, alerts
+
+
+def c_range(clients: list[LocalData]) -> range:
+    return range(len(clients[0].held_out))
+
+
+def test_nodes_report_injected_faults_as_alerts_with_their_severity(
+    stack: LocalStack, finished_run: RunResult
+) -> None:
+    scans, alerts = asyncio.run(_detect(stack, finished_run))
+
+    reports = [(s.model_version, suspect, result) for s in scans for suspect, result in s.reported]
+    assert reports, "the production model flagged nothing in the held-out telemetry"
+    assert {version for version, _, _ in reports} == {finished_run[0].run.model.version}
+    for _, suspect, result in reports:
+        assert result.alerted
+        assert result.severity is band(suspect.score)
+    anomaly_alerts = [a for a in alerts if a.name == "NodeAnomaly"]
+    for _, suspect, _ in reports:
+        node = f"mesh-{suspect.mesh_node}"
+        severities = {a.severity for a in anomaly_alerts if a.labels["node"] == node}
+        assert band(suspect.score) in severities, f"no {band(suspect.score)} alert for {node}"

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -15,10 +16,13 @@ from rich.table import Table
 from fedmesh.cli.report import RoundRow, write_report
 from fedmesh.cli.stack import LocalStack
 from fedmesh.client.agent import NodeAgent
+from fedmesh.client.alerting import Alert, AlertingClient, AlertState
 from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.local_data import LocalData, simulated_clients
 from fedmesh.client.registry import RegistryClient
 from fedmesh.client.transfers import ModelTransfers
+from fedmesh.client.watch import AnomalyWatch
+from fedmesh.errors import FedmeshError
 from fedmesh.mesh import FaultRates, MeshConfig
 from fedmesh.model import AnomalyDetector
 from fedmesh.proto.common.v1 import common_pb2 as common
@@ -56,28 +60,39 @@ class DemoSettings:
 class NodeFleet:
     """The simulated nodes, each an agent with its own channels, in this process."""
 
-    def __init__(self, stack: LocalStack, clients: list[LocalData], seed: int) -> None:
+    def __init__(
+        self, stack: LocalStack, clients: list[LocalData], seed: int, watch_interval_s: float = 0.5
+    ) -> None:
         self._stack = stack
         self._clients = clients
         self._seed = seed
+        self._watch_interval_s = watch_interval_s
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[ModelTransfers] = []
-        self._channels: list[object] = []
+        self._channels: list[grpc.aio.Channel] = []
+        self.watches: list[AnomalyWatch] = []
 
     async def start(self) -> None:
-        """Start one agent per client."""
+        """Start one agent per client, each scoring its telemetry with the production model."""
         for index, data in enumerate(self._clients):
             coordinator = open_channel(self._stack.services["coordinator"].address)
             registry = open_channel(self._stack.services["registry"].address, default_timeout=120)
-            transfers = ModelTransfers(RegistryClient(registry))
+            alerting = open_channel(self._stack.services["alerting"].address)
+            registry_client = RegistryClient(registry)
+            transfers = ModelTransfers(registry_client)
+            watch = AnomalyWatch(
+                data, registry_client, AlertingClient(alerting), MODEL_NAME, self._watch_interval_s
+            )
             agent = NodeAgent(
                 f"node-{index}",
                 data,
                 CoordinatorClient(coordinator),
                 transfers,
                 seed=self._seed + index,
+                watch=watch,
             )
-            self._channels.extend([coordinator, registry])
+            self.watches.append(watch)
+            self._channels.extend([coordinator, registry, alerting])
             self._closers.append(transfers)
             self._tasks.append(asyncio.create_task(agent.run(), name=f"agent-{index}"))
 
@@ -91,7 +106,7 @@ class NodeFleet:
         for transfers in self._closers:
             await transfers.close()
         for channel in self._channels:
-            await channel.close()  # type: ignore[attr-defined]
+            await channel.close()
 
 
 async def _wait_for_nodes(coordinator: CoordinatorClient, count: int, timeout_s: float) -> None:
@@ -209,11 +224,13 @@ async def run_demo(settings: DemoSettings, stack: LocalStack, console: Console) 
         final = await _follow(coordinator, run.run_id, settings, console)
         final = await _await_final_evaluation(coordinator, run.run_id, final)
         rows = rows_of(final, await _initial_evaluation(registry, initial_version))
+        alerts = await _detect(registry, stack, final.run.model.version, console)
     finally:
         await fleet.stop()
         await registry_channel.close()
         await coordinator_channel.close()
     console.print(table_of(rows))
+    console.print(alerts_table(alerts))
     failed = [r for r in rows if r.phase == "FAILED"]
     summary: dict[str, object] = {
         "run_id": final.run.run_id,
@@ -221,6 +238,10 @@ async def run_demo(settings: DemoSettings, stack: LocalStack, console: Console) 
         "rounds_completed": final.run.rounds_completed,
         "rounds_failed": final.run.rounds_failed,
         "final_model_version": final.run.model.version,
+        "anomaly_alerts": {
+            severity: sum(1 for a in alerts if a.severity.value == severity)
+            for severity in ("critical", "high", "medium")
+        },
     }
     paths = write_report(rows, summary, settings.report_dir)
     console.print("Report: " + ", ".join(str(p) for p in paths))
@@ -276,3 +297,36 @@ async def _await_final_evaluation(
         await asyncio.sleep(0.5)
         state = await coordinator.get_run(run_id)
     return state
+
+
+async def _detect(
+    registry: RegistryClient, stack: LocalStack, version: int, console: Console, wait_s: float = 8
+) -> list[Alert]:
+    """Promote the final model to production and collect the anomaly alerts nodes raise."""
+    try:
+        await registry.promote(MODEL_NAME, version, reason="demo: final federated model")
+    except FedmeshError as exc:
+        console.print(f"[yellow]final model not promoted: {exc}[/yellow]")
+        return []
+    with console.status(f"Nodes score their telemetry with v{version} in production…"):
+        await asyncio.sleep(wait_s)
+    async with open_channel(stack.services["alerting"].address) as channel:
+        alerts = await AlertingClient(channel).list_alerts(state=AlertState.FIRING)
+    return [a for a in alerts if a.name == "NodeAnomaly"]
+
+
+def alerts_table(alerts: list[Alert]) -> Table:
+    """Anomaly alerts per region and severity."""
+    table = Table(title="Anomaly alerts raised by the nodes (production model)")
+    for column in ("region", "critical", "high", "medium", "nodes"):
+        table.add_column(column, justify="right")
+    regions = sorted({a.labels.get("region", "") for a in alerts})
+    for region in regions:
+        mine = [a for a in alerts if a.labels.get("region", "") == region]
+        counts = [
+            sum(1 for a in mine if a.severity.value == s) for s in ("critical", "high", "medium")
+        ]
+        nodes = sorted({a.labels.get("node", "") for a in mine})
+        shown = ", ".join(nodes[:4]) + (f" +{len(nodes) - 4}" if len(nodes) > 4 else "")
+        table.add_row(region, *(str(c) for c in counts), shown)
+    return table

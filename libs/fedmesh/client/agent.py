@@ -20,6 +20,8 @@ from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.learner import LocalLearner
 from fedmesh.client.local_data import LocalData
 from fedmesh.client.transfers import ModelTransfers
+from fedmesh.client.watch import AnomalyWatch
+from fedmesh.errors import FedmeshError
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.telemetry import context_from_carrier
@@ -56,6 +58,7 @@ class NodeAgent:
         transfers: ModelTransfers,
         seed: int,
         on_outcome: Callable[[TaskOutcome], None] | None = None,
+        watch: AnomalyWatch | None = None,
     ) -> None:
         self.node_id = node_id
         self._data = data
@@ -63,19 +66,24 @@ class NodeAgent:
         self._transfers = transfers
         self._learner = LocalLearner(data, seed)
         self._on_outcome = on_outcome
+        self._watch = watch
         self._done: set[str] = set()
         self._heartbeat_s = 10.0
 
     async def run(self) -> None:
-        """Register, then beat and serve tasks until cancelled; reconnects on errors."""
+        """Register, then beat, serve tasks and watch for anomalies until cancelled."""
         await self._register()
-        beats = asyncio.create_task(self._beat())
+        background = [asyncio.create_task(self._beat())]
+        if self._watch is not None:
+            background.append(asyncio.create_task(self._watch.run()))
         try:
             await self._serve_tasks()
         finally:
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _register(self) -> None:
         delay = 0.2
@@ -140,6 +148,11 @@ class NodeAgent:
         ):
             try:
                 outcome = await self._perform(task)
+            except FedmeshError as exc:
+                log.warning(
+                    "task failed", extra={"fields": {"node": self.node_id, "error": str(exc)}}
+                )
+                return
             except grpc.aio.AioRpcError as exc:
                 log.warning(
                     "task failed",

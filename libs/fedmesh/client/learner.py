@@ -6,9 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from torch_geometric.data import Data
 
 from fedmesh.client.local_data import LocalData
-from fedmesh.model import AnomalyDetector, DetectorMetrics, evaluate, train_local
+from fedmesh.model import (
+    FEATURE_NAMES,
+    FEATURE_SCALES,
+    AnomalyDetector,
+    DetectorMetrics,
+    evaluate,
+    score_snapshot,
+    train_local,
+)
 from fedmesh.privacy.clipping import clip_l2
 from fedmesh.tensors import decode, flatten, manifest_of, unflatten
 
@@ -21,6 +30,33 @@ class LocalUpdate:
     mean_loss: float
     samples: int
     clipped_from_norm: float | None
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A mesh node the detector scores as anomalous in one snapshot."""
+
+    mesh_node: int
+    score: float
+    telemetry: dict[str, float]
+
+
+def raw_telemetry(normalised: torch.Tensor) -> dict[str, float]:
+    """Undo the detector's fixed normalisation of one node's features (units of the docs)."""
+    values: dict[str, float] = {}
+    for name, scale, x in zip(FEATURE_NAMES, FEATURE_SCALES, normalised.tolist(), strict=True):
+        value = x * scale.scale + scale.offset
+        values[name] = float(torch.expm1(torch.tensor(value))) if scale.log else value
+    return values
+
+
+def suspects(model: AnomalyDetector, graph: Data, min_score: float) -> list[Suspect]:
+    """The scored nodes of a snapshot whose anomaly score is at least ``min_score``."""
+    scores = score_snapshot(model, graph)
+    flagged = ((scores >= min_score) & graph.mask).nonzero().flatten().tolist()
+    return [
+        Suspect(int(graph.node_id[i]), float(scores[i]), raw_telemetry(graph.x[i])) for i in flagged
+    ]
 
 
 def load_model(payload: bytes) -> AnomalyDetector:
