@@ -45,14 +45,18 @@ class AlertingAlarm:
                 await alerting_pb2_grpc.AlertingServiceStub(channel).Emit(
                     alerting_pb2.EmitRequest(event=event), timeout=self._timeout_s
                 )
-        except grpc.aio.AioRpcError as exc:
+        except Exception as exc:  # the alert is best effort: verification answers regardless
+            if isinstance(exc, grpc.aio.AioRpcError):
+                status = exc.code().name
+            else:
+                status = type(exc).__name__
             log.warning(
                 "could not raise the tampering alert",
                 extra={
                     "fields": {
                         "model": tampering.name,
                         "version": tampering.version,
-                        "status": exc.code().name,
+                        "status": status,
                     }
                 },
             )

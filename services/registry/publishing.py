@@ -137,7 +137,6 @@ class Publisher:
                 return await self._duplicate(request, existing)
         if request.parent_version:
             await self._check_parent(request)
-        await self._store.add_model(request.name)
         staged = await self._receive(request, chunks)
         try:
             published = await self._commit(request, staged)
@@ -219,6 +218,8 @@ class Publisher:
     async def _commit(self, request: PublishRequest, staged: StagedBlob) -> Published:
         run = request.provenance
         publication = publication_key(run.run_id, run.round) if run.run_id else None
+        # Listed first: blob references are counted over the listed models.
+        await self._store.add_model(request.name)
         async with self._locks.hold(request.digest):
             await asyncio.to_thread(self._blobs.place, staged, request.digest)
             if self._after_blob_placed is not None:

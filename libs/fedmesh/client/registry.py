@@ -141,6 +141,16 @@ def _finish_file(out: BinaryIO) -> None:
     os.fsync(out.fileno())
 
 
+def _land(partial: Path, path: Path) -> None:
+    """Rename the checked file into place and make the rename durable."""
+    os.replace(partial, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 class RegistryClient:
     """The registry's RPCs as typed async methods over one channel."""
 
@@ -342,7 +352,7 @@ class RegistryClient:
                 f"downloaded file of version {meta.ref.version} of {name!r} does not hash to "
                 f"its digest {digest}; the partial file was removed"
             )
-        os.replace(partial, path)
+        await asyncio.to_thread(_land, partial, path)
         return DownloadResult(meta, path, resumed_from, size - resumed_from)
 
     async def _fetch_into(

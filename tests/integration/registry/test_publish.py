@@ -67,6 +67,8 @@ async def refused(
 
 async def assert_nothing_stored(registry: Any) -> None:
     assert await registry.client.list_models() == []
+    assert await registry.redis.keys("fm:{model:*") == []
+    assert await registry.redis.keys("fm:registry:*") == []
     assert registry.blob_files() == []
 
 
