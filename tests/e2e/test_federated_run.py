@@ -17,9 +17,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from fedmesh.cli.demo import MODEL_NAME, DemoSettings, NodeFleet, _publish_initial_model, _spec
 from fedmesh.cli.stack import SERVICES, LocalStack
+from fedmesh.client.alerting import Alert, AlertingClient, Severity
 from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.local_data import LocalData, simulated_clients
-from fedmesh.client.alerting import Alert, AlertingClient, Severity
 from fedmesh.client.registry import RegistryClient
 from fedmesh.client.watch import AnomalyWatch, Scan
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
@@ -148,13 +148,14 @@ async def _detect(stack: LocalStack, run: RunResult) -> tuple[list[Scan], list[A
         registry, alerting = RegistryClient(registry_channel), AlertingClient(alerting_channel)
         await registry.promote(MODEL_NAME, state.run.model.version, reason="e2e")
         watches = [AnomalyWatch(c, registry, alerting, MODEL_NAME, 0.1) for c in clients]
-        scans = [s for w in watches for _ in c_range(clients) if (s := await w.scan())]
+        scans = [
+            scan
+            for watch, client in zip(watches, clients, strict=True)
+            for _ in client.held_out
+            if (scan := await watch.scan()) is not None
+        ]
         alerts = await alerting.list_alerts()
     return scans, alerts
-
-
-def c_range(clients: list[LocalData]) -> range:
-    return range(len(clients[0].held_out))
 
 
 def test_nodes_report_injected_faults_as_alerts_with_their_severity(
