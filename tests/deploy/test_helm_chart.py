@@ -119,8 +119,9 @@ def test_each_service_runs_fedmesh_serve_with_native_grpc_probes_on_its_port(
         grpc_port = {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"]
         assert grpc_port == port
         assert env_of(container)["FEDMESH_LISTEN"]["value"] == f"0.0.0.0:{port}"
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            assert container[probe]["grpc"] == {"port": port, "service": ""}, probe
+        expected = {"startupProbe": "", "livenessProbe": "fedmesh.liveness", "readinessProbe": ""}
+        for probe, service in expected.items():
+            assert container[probe]["grpc"] == {"port": port, "service": service}, probe
             assert "exec" not in container[probe]
         service_ports = {p["name"]: p for p in services[f"fm-fedmesh-{component}"]["spec"]["ports"]}
         assert service_ports["grpc"]["port"] == port

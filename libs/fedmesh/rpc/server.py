@@ -21,6 +21,9 @@ from fedmesh.rpc.tls import TlsFiles
 log = logging.getLogger(__name__)
 
 Readiness = Callable[[], Awaitable[bool]]
+# Health name that says SERVING while the process runs, whatever its dependencies:
+# liveness probes ask it, so a Redis outage makes pods unready, not restarted.
+LIVENESS_SERVICE = "fedmesh.liveness"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -117,6 +120,7 @@ async def start_server(
         port = server.add_secure_port(address, tls.server_credentials())
     await server.start()
     running = RunningServer(server, port, health, names)
+    await health.set(LIVENESS_SERVICE, SERVING)
     if readiness is None:
         await running.set_serving(True)
     else:

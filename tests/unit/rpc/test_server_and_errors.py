@@ -129,6 +129,15 @@ async def test_health_follows_readiness_and_reflection_lists_services() -> None:
                 await asyncio.sleep(0.05)
             assert first.status == health_pb2.HealthCheckResponse.NOT_SERVING
             assert now.status == health_pb2.HealthCheckResponse.SERVING
+            ready["value"] = False
+            for _ in range(100):
+                now = await health.Check(request)
+                if now.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                await asyncio.sleep(0.05)
+            alive = await health.Check(health_pb2.HealthCheckRequest(service="fedmesh.liveness"))
+            assert now.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert alive.status == health_pb2.HealthCheckResponse.SERVING
 
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
             responses = stub.ServerReflectionInfo(
