@@ -14,7 +14,7 @@ from fedmesh.services.coordinator.spec import (
 
 def spec(**overrides: object) -> RunSpec:
     base = RunSpec(model_name="m", rounds=3, min_participants=3, target_participants=5)
-    return RunSpec(**{**base.__dict__, **overrides})  # type: ignore[arg-type]
+    return RunSpec(**{**base.__dict__, **overrides})
 
 
 def test_valid_spec_passes_unchanged() -> None:

@@ -34,7 +34,7 @@ class Failing(pb_grpc.AlertingServiceServicer):
 
 
 async def call_emit(exc: Exception) -> grpc.aio.AioRpcError:
-    servicer = Failing(exc)
+    servicer = Failing(exc)  # type: ignore[abstract]
     running = await start_server(
         [
             ServiceBinding(
@@ -80,7 +80,7 @@ async def test_unexpected_errors_become_internal_without_leaking_the_text() -> N
 
 
 async def test_stream_error_arrives_after_the_items_already_sent() -> None:
-    servicer = Failing(errors.NotFound("gone"))
+    servicer = Failing(errors.NotFound("gone"))  # type: ignore[abstract]
     running = await start_server(
         [
             ServiceBinding(
@@ -92,6 +92,7 @@ async def test_stream_error_arrives_after_the_items_already_sent() -> None:
         async with open_channel(f"127.0.0.1:{running.port}") as channel:
             call = pb_grpc.AlertingServiceStub(channel).WatchAlerts(pb.WatchAlertsRequest())
             first = await call.read()
+            assert isinstance(first, pb.WatchAlertsResponse)
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await call.read()
             assert first.alert.name == "first"
@@ -106,7 +107,7 @@ async def test_health_follows_readiness_and_reflection_lists_services() -> None:
     async def readiness() -> bool:
         return ready["value"]
 
-    servicer = Failing(RuntimeError())
+    servicer = Failing(RuntimeError())  # type: ignore[abstract]
     running = await start_server(
         [
             ServiceBinding(
