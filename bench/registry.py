@@ -14,7 +14,8 @@ Registry download: ``RegistryClient.download_to`` into a file, digest-checked on
 both ends and fsynced. The raw client streams the same file up and discards what
 comes down: the transport's ceiling. Peak RSS of each end is VmHWM from /proc,
 reset (``clear_refs`` 5) just before the transfer and reported as growth over the
-RSS at that moment. Prints one JSON line.
+RSS at that moment; CPU seconds per GiB of each end (all threads, from /proc) show the
+cost where a shared machine makes wall-clock throughput noisy. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def status_kib(pid: int | str, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """User plus system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def reset_peak(pid: int | str) -> float:
@@ -177,6 +184,7 @@ async def registry_transfer(mode: str, address: str, model: Path, digest: str, s
 async def client(mode: str, address: str, model: Path, digest: str, size: int) -> dict[str, float]:
     """Run one transfer in this process; its seconds and this process's memory."""
     before = reset_peak("self")
+    cpu = cpu_seconds("self")
     start = time.perf_counter()
     if mode.startswith("raw"):
         await raw_transfer(mode, address, model, size)
@@ -185,6 +193,7 @@ async def client(mode: str, address: str, model: Path, digest: str, size: int) -
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
+        "cpu_s": cpu_seconds("self") - cpu,
         "rss_before_mib": before,
         "rss_peak_mib": status_kib("self", "VmHWM") / 1024,
     }
@@ -217,6 +226,7 @@ class Server:
 def transfer(server: Server, mode: str, model: Path, digest: str, size: int) -> dict[str, float]:
     """Run a client process for ``mode`` against ``server``; both ends' figures."""
     server_before = reset_peak(server.process.pid)
+    server_cpu = cpu_seconds(server.process.pid)
     done = subprocess.run(
         [
             sys.executable,
@@ -239,6 +249,7 @@ def transfer(server: Server, mode: str, model: Path, digest: str, size: int) -> 
     if done.returncode != 0:
         raise RuntimeError(f"{mode} client failed:\n{done.stderr}")
     figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    figures["server_cpu_s"] = cpu_seconds(server.process.pid) - server_cpu
     figures["server_rss_before_mib"] = server_before
     figures["server_rss_peak_mib"] = status_kib(server.process.pid, "VmHWM") / 1024
     return figures
@@ -247,9 +258,12 @@ def transfer(server: Server, mode: str, model: Path, digest: str, size: int) -> 
 def summary(size_mib: float, runs: list[dict[str, float]]) -> dict[str, float]:
     """Best throughput and worst memory growth of one mode over its repeats."""
     best = min(r["seconds"] for r in runs)
+    gib = size_mib / 1024
     return {
         "mib_per_s": round(size_mib / best, 1),
         "seconds": round(best, 3),
+        "client_cpu_s_per_gib": round(min(r["cpu_s"] for r in runs) / gib, 2),
+        "server_cpu_s_per_gib": round(min(r["server_cpu_s"] for r in runs) / gib, 2),
         "client_rss_growth_mib": round(
             max(r["rss_peak_mib"] - r["rss_before_mib"] for r in runs), 1
         ),
