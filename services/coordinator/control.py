@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
-from fedmesh.errors import FailedPrecondition, InvalidArgument
+from fedmesh.errors import Aborted, FailedPrecondition, InvalidArgument
 from fedmesh.services.coordinator.evaluations import EvaluationBoard, NodeEvaluation
 from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.ports import Evaluation, ModelCatalog
@@ -58,17 +59,21 @@ class RunControl:
         if run.status is not RunStatus.RUNNING:
             raise FailedPrecondition(f"run {run_id} is already {run.status.value}")
         why = f"run stopped by operator: {reason or 'no reason given'}"
-        await self._runs.finish(run_id, RunStatus.STOPPED, why)
+        if not await self._runs.finish(run_id, RunStatus.STOPPED, why):
+            finished = await self._runs.get(run_id)
+            raise FailedPrecondition(f"run {run_id} is already {finished.status.value}")
         if run.current_round and await self._rounds.exists(run_id, run.current_round):
             record = await self._rounds.get(run_id, run.current_round)
             if record.phase not in TERMINAL:
-                await self._rounds.transition(
-                    run_id,
-                    run.current_round,
-                    [Phase.PENDING, Phase.COLLECTING, Phase.AGGREGATING],
-                    Phase.FAILED,
-                    {"failure_reason": why, "closed_unix_ms": str(self._clock())},
-                )
+                # The leader may close the round in the meantime; then it stays as it closed.
+                with contextlib.suppress(Aborted):
+                    await self._rounds.transition(
+                        run_id,
+                        run.current_round,
+                        [Phase.PENDING, Phase.COLLECTING, Phase.AGGREGATING],
+                        Phase.FAILED,
+                        {"failure_reason": why, "closed_unix_ms": str(self._clock())},
+                    )
         return await self._runs.get(run_id)
 
     async def report_evaluation(

@@ -1,9 +1,16 @@
 """The leader's control loop: open rounds, push tasks, close rounds at quorum or deadline.
 
 Everything it decides is read back from Redis on every tick, so a restarted or
-newly elected leader continues exactly where the previous one stopped: a round
-COLLECTING keeps its participants and stored deadline; a round AGGREGATING is
-aggregated again, which the aggregator answers idempotently.
+newly elected leader continues exactly where the previous one stopped, whatever
+step the previous one died in:
+
+- a round created but not yet recorded as the run's current round is adopted;
+- a PENDING round gets its tasks again (task ids are derived from run, round and
+  node, so a node that already has the task does not run it twice);
+- a COLLECTING round keeps its participants and stored deadline;
+- an AGGREGATING round is aggregated again, which the aggregator answers from
+  its stored result, and the registry's PublishModel by (run, round) as well;
+- a closed round is applied to the run (counters, model) exactly once.
 """
 
 from __future__ import annotations
@@ -13,28 +20,36 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry import trace
 
-from fedmesh.errors import FailedPrecondition, FedmeshError
+from fedmesh.errors import AlreadyExists, FailedPrecondition, FedmeshError
+from fedmesh.services.coordinator.metrics import CoordinatorMetrics
 from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.ports import AggregateOutcome, Aggregation, Events
 from fedmesh.services.coordinator.runs import ModelRef, Run, RunStatus, RunStore
 from fedmesh.services.coordinator.selection import select_participants
 from fedmesh.services.coordinator.tasks import Task, TaskBoard, TaskKind
-from fedmesh.store import Phase, RoundRecord, RoundStore
+from fedmesh.store import TERMINAL, Phase, RoundRecord, RoundStore
 from fedmesh.telemetry import context_from_carrier, current_carrier
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 
+QUORUM = "quorum"
+AGGREGATION = "aggregation"
+
 
 def now_ms() -> int:
     """Wall-clock milliseconds (deadlines are stored as wall-clock times)."""
     return int(time.time() * 1000)
+
+
+def task_id(run_id: str, round_no: int, kind: TaskKind, node_id: str) -> str:
+    """The id of a node's task in a round: the same whichever leader stores it."""
+    return f"{run_id}/{round_no}/{kind.value.lower()}/{node_id}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class RoundDriver:
         aggregation: Aggregation,
         events: Events,
         settings: DriverSettings,
+        metrics: CoordinatorMetrics,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self._runs = runs
@@ -67,6 +83,7 @@ class RoundDriver:
         self._aggregation = aggregation
         self._events = events
         self._settings = settings
+        self._metrics = metrics
         self._clock = clock
         self._in_flight: dict[tuple[str, int], asyncio.Task[None]] = {}
 
@@ -90,6 +107,11 @@ class RoundDriver:
         self._in_flight.clear()
 
     async def _step(self, run: Run, token: int) -> None:
+        following = run.current_round + 1
+        if await self._rounds.exists(run.run_id, following):
+            # The previous leader created the round and died before recording it.
+            await self._runs.advance(run.run_id, following)
+            return
         if run.current_round == 0:
             await self._open_round(run, 1)
             return
@@ -100,64 +122,58 @@ class RoundDriver:
             await self._check_collection(run, record, token)
         elif record.phase is Phase.AGGREGATING:
             self._ensure_aggregating(run, record, token)
-        elif run.current_round >= run.spec.rounds:
-            await self._finish(run)
         else:
-            await self._open_round(run, run.current_round + 1)
+            run = await self._settle(run, record)
+            if run.current_round >= run.spec.rounds:
+                await self._finish(run)
+            else:
+                await self._open_round(run, run.current_round + 1)
 
     async def _open_round(self, run: Run, round_no: int) -> None:
         now = self._clock()
         eligible = [
             n for n in await self._nodes.all() if n.eligible(now, self._settings.stale_after_ms)
         ]
+        fields = {"base_model": run.model.to_json(), "kind": TaskKind.TRAIN.value}
+        participants: list[str] = []
+        deadline = now
         if len(eligible) < run.spec.min_participants:
-            if not await self._rounds.exists(run.run_id, round_no):
-                reason = (
-                    f"quorum missed: {len(eligible)} eligible nodes, "
-                    f"{run.spec.min_participants} required"
-                )
-                await self._fail_unopened(run, round_no, reason)
-            return
-        count = run.spec.selection_size(len(eligible))
-        participants = select_participants(eligible, count, run.spec.seed, round_no)
-        deadline = now + int(run.spec.collect_deadline_s * 1000)
-        with _tracer.start_as_current_span(
-            "round", attributes={"run": run.run_id, "round": round_no}
-        ):
-            carrier = current_carrier()
-        await self._rounds.create(
-            run.run_id,
-            round_no,
-            participants,
-            deadline,
-            now,
-            {
-                "base_model": run.model.to_json(),
-                "kind": TaskKind.TRAIN.value,
-                "trace_carrier": json.dumps(carrier),
-            },
-        )
+            fields["failure_reason"] = (
+                f"quorum missed: {len(eligible)} eligible nodes, "
+                f"{run.spec.min_participants} required"
+            )
+            fields["failure_kind"] = QUORUM
+        else:
+            count = run.spec.selection_size(len(eligible))
+            participants = select_participants(eligible, count, run.spec.seed, round_no)
+            deadline = now + int(run.spec.collect_deadline_s * 1000)
+            with _tracer.start_as_current_span(
+                "round", attributes={"run": run.run_id, "round": round_no}
+            ):
+                fields["trace_carrier"] = json.dumps(current_carrier())
+        try:
+            await self._rounds.create(run.run_id, round_no, participants, deadline, now, fields)
+        except AlreadyExists:
+            return  # another leader opened it; the next tick adopts it
+        self._metrics.round_opened()
         await self._runs.advance(run.run_id, round_no)
         await self._start_collecting(run, await self._rounds.get(run.run_id, round_no))
 
-    async def _fail_unopened(self, run: Run, round_no: int, reason: str) -> None:
-        now = self._clock()
-        await self._rounds.create(
-            run.run_id, round_no, [], now, now, {"base_model": run.model.to_json()}
-        )
-        await self._rounds.transition(
-            run.run_id, round_no, Phase.PENDING, Phase.FAILED, _closed(now, reason)
-        )
-        await self._runs.advance(run.run_id, round_no)
-        await self._runs.round_closed(run.run_id, completed=False, model=None)
-        await self._round_failed_events(run, round_no, reason, quorum=True)
-
     async def _start_collecting(self, run: Run, record: RoundRecord) -> None:
+        if "failure_reason" in record.fields:
+            await self._close_failed(
+                run,
+                record,
+                Phase.PENDING,
+                record.fields["failure_reason"],
+                record.fields.get("failure_kind", QUORUM),
+            )
+            return
         base = ModelRef.from_json(record.fields["base_model"])
         carrier = json.loads(record.fields.get("trace_carrier", "{}"))
         task_for = {
             node_id: Task(
-                task_id=uuid.uuid4().hex,
+                task_id=task_id(run.run_id, record.round_no, TaskKind.TRAIN, node_id),
                 kind=TaskKind.TRAIN,
                 run_id=run.run_id,
                 round_no=record.round_no,
@@ -173,6 +189,7 @@ class RoundDriver:
         }
         await self._tasks.assign(sorted(record.participants), task_for)
         await self._rounds.transition(run.run_id, record.round_no, Phase.PENDING, Phase.COLLECTING)
+        self._metrics.transitioned(Phase.COLLECTING)
 
     async def _check_collection(self, run: Run, record: RoundRecord, token: int) -> None:
         received = len(record.receipts)
@@ -181,12 +198,18 @@ class RoundDriver:
         if received >= enough or (
             now >= record.deadline_unix_ms and received >= run.spec.min_participants
         ):
+            deadline = now + int(run.spec.aggregate_deadline_s * 1000)
+            # The aggregation deadline is written by the same atomic step as the phase,
+            # so a successor never sees AGGREGATING under the collection deadline.
             await self._rounds.transition(
-                run.run_id, record.round_no, Phase.COLLECTING, Phase.AGGREGATING
+                run.run_id,
+                record.round_no,
+                Phase.COLLECTING,
+                Phase.AGGREGATING,
+                {"deadline_unix_ms": str(deadline), "collected_unix_ms": str(now)},
             )
-            await self._rounds.set_deadline(
-                run.run_id, record.round_no, now + int(run.spec.aggregate_deadline_s * 1000)
-            )
+            self._metrics.transitioned(Phase.AGGREGATING)
+            await self._rounds.set_deadline(run.run_id, record.round_no, deadline)
             self._ensure_aggregating(
                 run, await self._rounds.get(run.run_id, record.round_no), token
             )
@@ -195,13 +218,15 @@ class RoundDriver:
                 f"quorum missed: {received} of {len(record.participants)} selected nodes sent "
                 f"an update before the deadline; {run.spec.min_participants} required"
             )
-            await self._close_failed(run, record, Phase.COLLECTING, reason, quorum=True)
+            await self._close_failed(run, record, Phase.COLLECTING, reason, QUORUM)
 
     def _ensure_aggregating(self, run: Run, record: RoundRecord, token: int) -> None:
         key = (run.run_id, record.round_no)
         if key in self._in_flight and not self._in_flight[key].done():
             return
-        self._in_flight[key] = asyncio.create_task(self._aggregate(run, record, token))
+        task = asyncio.create_task(self._aggregate(run, record, token))
+        task.add_done_callback(_log_failure)
+        self._in_flight[key] = task
 
     async def _aggregate(self, run: Run, record: RoundRecord, token: int) -> None:
         base = ModelRef.from_json(record.fields["base_model"])
@@ -218,12 +243,12 @@ class RoundDriver:
                         "deposed: aggregation refused", extra={"fields": {"error": str(exc)}}
                     )
                     return
-                await self._close_failed(run, record, Phase.AGGREGATING, str(exc), quorum=False)
+                await self._close_failed(run, record, Phase.AGGREGATING, str(exc), AGGREGATION)
                 return
             except FedmeshError as exc:
                 if self._clock() >= (await self._rounds.get(*_key(record))).deadline_unix_ms:
                     await self._close_failed(
-                        run, record, Phase.AGGREGATING, f"aggregation failed: {exc}", quorum=False
+                        run, record, Phase.AGGREGATING, f"aggregation failed: {exc}", AGGREGATION
                     )
                 return
         await self._close_completed(run, record, outcome)
@@ -231,7 +256,6 @@ class RoundDriver:
     async def _close_completed(
         self, run: Run, record: RoundRecord, outcome: AggregateOutcome
     ) -> None:
-        now = self._clock()
         excluded = [
             {"node_id": v.node_id, "reason": v.reason} for v in outcome.verdicts if v.excluded
         ]
@@ -245,17 +269,51 @@ class RoundDriver:
                 "excluded": json.dumps(excluded),
                 "mean_local_loss": repr(outcome.mean_local_loss),
                 "epsilon_spent": repr(outcome.epsilon_spent),
-                "closed_unix_ms": str(now),
+                "closed_unix_ms": str(self._clock()),
             },
         )
-        await self._runs.round_closed(run.run_id, completed=True, model=outcome.model)
-        await self._tasks.clear(record.participants, run.run_id, record.round_no)
-        for verdict in outcome.verdicts:
-            if verdict.excluded:
-                await self._evidence(run, record.round_no, verdict.node_id, verdict.reason)
+        self._metrics.transitioned(Phase.COMPLETED)
+        await self._settle(run, await self._rounds.get(*_key(record)))
+
+    async def _close_failed(
+        self, run: Run, record: RoundRecord, expected: Phase, reason: str, kind: str
+    ) -> None:
+        await self._rounds.transition(
+            run.run_id,
+            record.round_no,
+            expected,
+            Phase.FAILED,
+            {"failure_reason": reason, "failure_kind": kind, "closed_unix_ms": str(self._clock())},
+        )
+        self._metrics.transitioned(Phase.FAILED)
+        await self._settle(run, await self._rounds.get(*_key(record)))
+
+    async def _settle(self, run: Run, record: RoundRecord) -> Run:
+        """Apply a closed round to the run, its nodes and alerting; once, whoever does it."""
+        if record.phase not in TERMINAL:
+            raise FailedPrecondition(f"round {record.round_no} of {run.run_id} is not closed")
+        completed = record.phase is Phase.COMPLETED
+        fields = record.fields
+        if completed:
+            for entry in json.loads(fields.get("excluded", "[]")):
+                await self._evidence(run, record.round_no, entry["node_id"], entry["reason"])
+        model = ModelRef.from_json(fields["result_model"]) if completed else None
+        if await self._runs.round_closed(run.run_id, record.round_no, completed, model):
+            closed = int(fields.get("closed_unix_ms", "0")) or self._clock()
+            self._metrics.round_closed(completed, (closed - record.opened_unix_ms) / 1000)
+            await self._tasks.clear(record.participants, run.run_id, record.round_no)
+            if not completed:
+                reason = fields.get("failure_reason", "")
+                labels = {"run": run.run_id, "round": str(record.round_no)}
+                if fields.get("failure_kind") == QUORUM:
+                    await self._events.emit("quorum_missed", labels, {"reason": reason})
+                await self._events.emit("round_failed", labels, {"reason": reason})
+        return await self._runs.get(run.run_id)
 
     async def _evidence(self, run: Run, round_no: int, node_id: str, reason: str) -> None:
-        standing = await self._nodes.add_evidence(node_id)
+        standing = await self._nodes.add_evidence(node_id, f"{run.run_id}/{round_no}")
+        if not standing.counted:
+            return
         labels = {"run": run.run_id, "round": str(round_no), "node": node_id}
         await self._events.emit(
             "byzantine_suspected",
@@ -267,38 +325,21 @@ class RoundDriver:
                 "node_banned", {"node": node_id}, {"evidence": str(standing.evidence_count)}
             )
 
-    async def _close_failed(
-        self, run: Run, record: RoundRecord, expected: Phase, reason: str, *, quorum: bool
-    ) -> None:
-        await self._rounds.transition(
-            run.run_id, record.round_no, expected, Phase.FAILED, _closed(self._clock(), reason)
-        )
-        await self._runs.round_closed(run.run_id, completed=False, model=None)
-        await self._tasks.clear(record.participants, run.run_id, record.round_no)
-        await self._round_failed_events(run, record.round_no, reason, quorum=quorum)
-
-    async def _round_failed_events(
-        self, run: Run, round_no: int, reason: str, *, quorum: bool
-    ) -> None:
-        labels = {"run": run.run_id, "round": str(round_no)}
-        if quorum:
-            await self._events.emit("quorum_missed", labels, {"reason": reason})
-        await self._events.emit("round_failed", labels, {"reason": reason})
-
     async def _finish(self, run: Run) -> None:
-        fresh = await self._runs.get(run.run_id)
-        status = RunStatus.COMPLETED if fresh.rounds_completed > 0 else RunStatus.FAILED
+        status = RunStatus.COMPLETED if run.rounds_completed > 0 else RunStatus.FAILED
         reason = "" if status is RunStatus.COMPLETED else "every round failed"
-        await self._runs.finish(run.run_id, status, reason)
-        await self._push_final_evaluation(fresh)
+        # Evaluation tasks first: storing them again is harmless, finishing is not repeatable.
+        await self._push_final_evaluation(run)
+        if not await self._runs.finish(run.run_id, status, reason):
+            return
         await self._events.emit(
             "run_finished",
             {"run": run.run_id},
             {
                 "status": status.value,
-                "rounds_completed": str(fresh.rounds_completed),
-                "rounds_failed": str(fresh.rounds_failed),
-                "model_version": str(fresh.model.version),
+                "rounds_completed": str(run.rounds_completed),
+                "rounds_failed": str(run.rounds_failed),
+                "model_version": str(run.model.version),
             },
         )
 
@@ -309,7 +350,7 @@ class RoundDriver:
         ]
         task_for = {
             n.node_id: Task(
-                task_id=uuid.uuid4().hex,
+                task_id=task_id(run.run_id, run.current_round, TaskKind.EVALUATE, n.node_id),
                 kind=TaskKind.EVALUATE,
                 run_id=run.run_id,
                 round_no=run.current_round,
@@ -325,8 +366,12 @@ class RoundDriver:
         await self._tasks.assign(sorted(task_for), task_for)
 
 
-def _closed(now: int, reason: str) -> dict[str, str]:
-    return {"failure_reason": reason, "closed_unix_ms": str(now)}
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning(
+            "closing an aggregated round failed",
+            extra={"fields": {"error": repr(task.exception())}},
+        )
 
 
 def _key(record: RoundRecord) -> tuple[str, int]:

@@ -1,16 +1,26 @@
-"""The replica's main loop: hold or wait for the lease; while leading, drive the runs."""
+"""The replica's main loop: hold or wait for the lease; while leading, drive the runs.
+
+The lease is renewed by its own loop, apart from the control loop, so a slow tick
+(a slow peer, many runs) never lets the lease lapse under a live leader. A lease
+attempt that does not finish within half the lease time counts as lost: the
+replica stops driving before a standby can take over.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
 from fedmesh.services.coordinator.driver import RoundDriver, now_ms
 from fedmesh.services.coordinator.lease import LeaderLease, Leadership
 from fedmesh.services.coordinator.liveness import LivenessWatch
+from fedmesh.services.coordinator.metrics import CoordinatorMetrics
 
 log = logging.getLogger(__name__)
+
+NOT_LEADING = Leadership(False, 0, "")
 
 
 @dataclass
@@ -24,47 +34,76 @@ class Replica:
     """One coordinator replica: leader or standby."""
 
     def __init__(
-        self, lease: LeaderLease, driver: RoundDriver, liveness: LivenessWatch, tick_s: float
+        self,
+        lease: LeaderLease,
+        driver: RoundDriver,
+        liveness: LivenessWatch,
+        tick_s: float,
+        metrics: CoordinatorMetrics,
     ) -> None:
         self._lease = lease
         self._driver = driver
         self._liveness = liveness
         self._tick_s = tick_s
-        self.state = ReplicaState(Leadership(False, 0, ""))
+        self._metrics = metrics
+        self._attempt_timeout_s = lease.ttl_ms / 2000
+        self._drive: asyncio.Task[None] | None = None
+        self.state = ReplicaState(NOT_LEADING)
 
     @property
     def replica_id(self) -> str:
         """This replica's id."""
         return self._lease.replica_id
 
+    async def current_fencing_token(self) -> int:
+        """The leader's token: this replica's own, or, on a standby, the one in Redis."""
+        return self.state.leadership.fencing_token or await self._lease.current_token()
+
     async def run(self) -> None:
-        """Loop until cancelled; a leader ticks the driver, a standby keeps asking."""
+        """Loop until cancelled: renew or seek the lease, start or stop driving accordingly."""
         try:
             while True:
                 await self._once()
                 await asyncio.sleep(self._tick_s)
         finally:
-            await self._driver.cancel()
+            await self._stop_driving()
             if self.state.leadership.leader:
-                await self._lease.release()
+                with contextlib.suppress(Exception):
+                    await self._lease.release()
 
     async def _once(self) -> None:
         try:
-            leadership = await self._lease.attempt()
-        except Exception as exc:  # Redis down: stop acting as leader until it is back
-            log.warning("lease attempt failed", extra={"fields": {"error": str(exc)}})
-            leadership = Leadership(False, 0, "")
-        was_leader = self.state.leadership.leader
+            leadership = await asyncio.wait_for(self._lease.attempt(), self._attempt_timeout_s)
+        except Exception as exc:  # Redis down or slow: stop acting as leader until it answers
+            log.warning("lease attempt failed", extra={"fields": {"error": repr(exc)}})
+            leadership = NOT_LEADING
+        previous = self.state.leadership
         self.state.leadership = leadership
-        if was_leader and not leadership.leader:
-            log.warning("lost leadership", extra={"fields": {"holder": leadership.holder}})
-            await self._driver.cancel()
-        if not leadership.leader:
-            return
-        if not was_leader:
+        if previous.leader and leadership.fencing_token != previous.fencing_token:
+            log.warning(
+                "lost leadership",
+                extra={"fields": {"holder": leadership.holder, "token": previous.fencing_token}},
+            )
+            self._metrics.standing_by()
+            await self._stop_driving()
+        if leadership.leader and self._drive is None:
             log.info("became leader", extra={"fields": {"token": leadership.fencing_token}})
-        try:
-            await self._driver.tick(leadership.fencing_token)
-            await self._liveness.check(now_ms())
-        except Exception:
-            log.exception("control loop tick failed")
+            self._metrics.leading(leadership.fencing_token)
+            self._drive = asyncio.create_task(self._control_loop(leadership.fencing_token))
+
+    async def _control_loop(self, fencing_token: int) -> None:
+        while True:
+            try:
+                await self._driver.tick(fencing_token)
+                await self._liveness.check(now_ms())
+            except Exception:
+                log.exception("control loop tick failed")
+            await asyncio.sleep(self._tick_s)
+
+    async def _stop_driving(self) -> None:
+        if self._drive is not None:
+            self._drive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drive
+            self._drive = None
+        await self._driver.cancel()

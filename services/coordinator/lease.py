@@ -44,15 +44,25 @@ class LeaderLease:
         self._token = 0
 
     async def attempt(self) -> Leadership:
-        """Renew if held, take it if free; a fresh acquisition issues a new token."""
+        """Renew if held, take it if free; a fresh acquisition issues a new token.
+
+        A renewal whose token is not the current one also issues a new token: a
+        replica restarted under the same id finds the lease of its previous life
+        (and knows no token), and a Redis restored from an older append-only file
+        may have lost the last increment.
+        """
         outcome = await self._lease(keys=[keys.leader_key()], args=[self.replica_id, self.ttl_ms])
-        if outcome == "acquired":
-            self._token = await fencing.next_token(self._redis)
-        elif outcome == "held":
+        if outcome == "held":
             self._token = 0
             holder = await self._redis.get(keys.leader_key())
             return Leadership(False, 0, str(holder or ""))
+        if outcome == "acquired" or await fencing.current_token(self._redis) != self._token:
+            self._token = await fencing.next_token(self._redis)
         return Leadership(True, self._token, self.replica_id)
+
+    async def current_token(self) -> int:
+        """The token of whoever leads now (0 before any leader)."""
+        return await fencing.current_token(self._redis)
 
     async def release(self) -> None:
         """Give the lease up (on graceful stop) so a standby takes over at once."""

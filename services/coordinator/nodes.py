@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from fedmesh.errors import InvalidArgument, NotFound, PermissionDenied
 from fedmesh.store import keys
@@ -56,15 +57,22 @@ class Node:
         )
 
 
-# KEYS[1] node hash. ARGV: evidence increment. Returns {trust, count, banned}.
+# KEYS[1] node hash. ARGV: trust factor, ban threshold, occurrence (run/round).
+# Returns {trust, count, banned, counted}. The same occurrence counts once, so a
+# leader that takes over a half-closed round cannot punish a node twice for it.
 _EVIDENCE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOTFOUND') end
-local count = redis.call('HINCRBY', KEYS[1], 'evidence_count', 1)
-local trust = tonumber(redis.call('HGET', KEYS[1], 'trust')) * tonumber(ARGV[1])
-redis.call('HSET', KEYS[1], 'trust', tostring(trust))
+local counted = redis.call('HSETNX', KEYS[1], 'evidence:' .. ARGV[3], '1')
+if counted == 1 then
+  redis.call('HINCRBY', KEYS[1], 'evidence_count', 1)
+  local decayed = tonumber(redis.call('HGET', KEYS[1], 'trust')) * tonumber(ARGV[1])
+  redis.call('HSET', KEYS[1], 'trust', tostring(decayed))
+end
+local count = tonumber(redis.call('HGET', KEYS[1], 'evidence_count'))
+if count >= tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], 'banned', '1') end
 local banned = 0
-if count >= tonumber(ARGV[2]) then banned = 1; redis.call('HSET', KEYS[1], 'banned', '1') end
-return {tostring(trust), count, banned}
+if redis.call('HGET', KEYS[1], 'banned') == '1' then banned = 1 end
+return {redis.call('HGET', KEYS[1], 'trust'), count, banned, counted}
 """
 
 
@@ -75,6 +83,7 @@ class EvidenceOutcome:
     trust: float
     evidence_count: int
     banned: bool
+    counted: bool
 
 
 class NodeRegistry:
@@ -147,12 +156,21 @@ class NodeRegistry:
             _node(node_id, _text_map(raw)) for node_id, raw in zip(ids, rows, strict=True) if raw
         ]
 
-    async def add_evidence(self, node_id: str) -> EvidenceOutcome:
-        """One excluded or rejected update: trust ×0.8, banned at the third."""
-        trust, count, banned = await self._evidence(
-            keys=[keys.node_key(node_id)], args=[TRUST_DECAY, BAN_AFTER_EVIDENCE]
-        )
-        return EvidenceOutcome(float(trust), int(count), bool(banned))
+    async def add_evidence(self, node_id: str, occurrence: str) -> EvidenceOutcome:
+        """One excluded or rejected update: trust ×0.8, banned at the third.
+
+        ``occurrence`` names the round (``run/round``); evidence from the same
+        occurrence again changes nothing and comes back with ``counted`` False.
+        """
+        try:
+            trust, count, banned, counted = await self._evidence(
+                keys=[keys.node_key(node_id)], args=[TRUST_DECAY, BAN_AFTER_EVIDENCE, occurrence]
+            )
+        except ResponseError as exc:
+            if str(exc).strip() == "NOTFOUND":
+                raise NotFound(f"node {node_id!r} is not registered") from None
+            raise
+        return EvidenceOutcome(float(trust), int(count), bool(banned), bool(counted))
 
 
 def _text_map(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:

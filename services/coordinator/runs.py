@@ -20,6 +20,18 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2], 'failure_reason', ARGV[3])
 return 1
 """
 
+# KEYS[1] run hash. ARGV: round, counter field, model json ('' when the round made none).
+# Applies a closed round to the run once: a leader that died half-way through
+# closing leaves it to its successor, which must not count the round twice.
+_SETTLE = """
+local settled = tonumber(redis.call('HGET', KEYS[1], 'settled_round') or '0')
+if settled >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'settled_round', ARGV[1])
+redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'model', ARGV[3]) end
+return 1
+"""
+
 
 class RunStatus(StrEnum):
     """Where a run stands."""
@@ -71,6 +83,7 @@ class RunStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
         self._finish = redis.register_script(_FINISH)
+        self._settle = redis.register_script(_SETTLE)
 
     async def create(self, spec: RunSpec, model: ModelRef, now_unix_ms: int) -> Run:
         """Store a new RUNNING run starting from ``model``."""
@@ -127,17 +140,20 @@ class RunStore:
         """Record that ``round_no`` is the run's current round."""
         await self._redis.hset(keys.run_key(run_id), "current_round", str(round_no))
 
-    async def round_closed(self, run_id: str, completed: bool, model: ModelRef | None) -> None:
-        """Count a closed round and, when it produced one, move to the new model."""
+    async def round_closed(
+        self, run_id: str, round_no: int, completed: bool, model: ModelRef | None
+    ) -> bool:
+        """Count a closed round and move to the model it made; False if already counted."""
         field = "rounds_completed" if completed else "rounds_failed"
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hincrby(keys.run_key(run_id), field, 1)
-        if model is not None:
-            pipe.hset(keys.run_key(run_id), "model", model.to_json())
-        await pipe.execute()
+        applied = await self._settle(
+            keys=[keys.run_key(run_id)],
+            args=[round_no, field, model.to_json() if model is not None else ""],
+        )
+        return bool(applied)
 
-    async def finish(self, run_id: str, status: RunStatus, reason: str = "") -> None:
-        """Move a RUNNING run to a final status (a finished run stays as it is)."""
-        await self._finish(
+    async def finish(self, run_id: str, status: RunStatus, reason: str = "") -> bool:
+        """Move a RUNNING run to a final status; False when it had finished already."""
+        moved = await self._finish(
             keys=[keys.run_key(run_id)], args=[RunStatus.RUNNING.value, status.value, reason]
         )
+        return bool(moved)

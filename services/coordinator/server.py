@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import signal
 from dataclasses import dataclass
 
 import grpc
 import redis.asyncio as aioredis
+from prometheus_client import start_http_server
 
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.proto.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from fedmesh.rpc import (
+    RunningServer,
     ServiceBinding,
     all_of,
     open_channel,
     peer_probe,
     redis_probe,
-    serve_until_signal,
     start_server,
 )
 from fedmesh.services.coordinator.control import RunControl
@@ -26,25 +29,38 @@ from fedmesh.services.coordinator.evaluations import EvaluationBoard
 from fedmesh.services.coordinator.leadership import Replica
 from fedmesh.services.coordinator.lease import LeaderLease
 from fedmesh.services.coordinator.liveness import LivenessWatch
+from fedmesh.services.coordinator.metrics import CoordinatorMetrics
 from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.peers import GrpcAggregation, GrpcModelCatalog
 from fedmesh.services.coordinator.ports import Events
 from fedmesh.services.coordinator.runs import RunStore
 from fedmesh.services.coordinator.servicer import CoordinatorServicer
 from fedmesh.services.coordinator.settings import CoordinatorSettings
+from fedmesh.services.coordinator.task_feed import TaskFeed
 from fedmesh.services.coordinator.tasks import TaskBoard
 from fedmesh.store import RoundStore, connect
 from fedmesh.telemetry import setup_logging, setup_tracing
 
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 5.0
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 
 
 @dataclass(frozen=True)
 class Coordinator:
-    """A wired coordinator: its gRPC binding and its replica loop."""
+    """A wired coordinator: its gRPC binding, its replica loop, its task feed, its metrics."""
 
     binding: ServiceBinding
     replica: Replica
+    feed: TaskFeed
+    metrics: CoordinatorMetrics
+
+    async def run(self) -> None:
+        """The replica loop and the task feed, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.replica.run())
+            group.create_task(self.feed.run())
 
 
 def build(
@@ -53,8 +69,10 @@ def build(
     aggregator: grpc.aio.Channel,
     registry: grpc.aio.Channel,
     events: Events,
+    metrics: CoordinatorMetrics | None = None,
 ) -> Coordinator:
     """Construct the coordinator's domain objects and servicer."""
+    metrics = metrics if metrics is not None else CoordinatorMetrics()
     stale_after_ms = int(settings.stale_after_s * 1000)
     runs, rounds, nodes = RunStore(redis), RoundStore(redis), NodeRegistry(redis)
     tasks, evaluations = TaskBoard(redis), EvaluationBoard(redis)
@@ -67,20 +85,23 @@ def build(
         GrpcAggregation(aggregator, timeout_s=600.0),
         events,
         DriverSettings(settings.common.aggregator_address, stale_after_ms, settings.tick_s),
+        metrics,
     )
     replica = Replica(
         LeaderLease(redis, settings.replica_id, settings.lease_ttl_ms),
         driver,
         LivenessWatch(redis, nodes, events, stale_after_ms),
         settings.tick_s,
+        metrics,
     )
+    feed = TaskFeed(tasks, settings.task_poll_s)
     control = RunControl(runs, rounds, nodes, evaluations, catalog, stale_after_ms, now_ms)
     servicer = CoordinatorServicer(
         control,
         runs,
         rounds,
         nodes,
-        tasks,
+        feed,
         evaluations,
         replica,
         settings.heartbeat_interval_s,
@@ -91,7 +112,7 @@ def build(
         SERVICE_NAME,
         lambda server: pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, server),
     )
-    return Coordinator(binding, replica)
+    return Coordinator(binding, replica, feed, metrics)
 
 
 async def serve(settings: CoordinatorSettings) -> None:
@@ -114,17 +135,40 @@ async def serve(settings: CoordinatorSettings) -> None:
         tls=tls,
         readiness=all_of([redis_probe(redis), peer_probe(registry)]),
     )
+    if settings.common.metrics_port:
+        start_http_server(settings.common.metrics_port, registry=coordinator.metrics.registry)
     print(f"LISTENING {running.port}", flush=True)
-    loop = asyncio.create_task(coordinator.replica.run())
+    loops = asyncio.create_task(coordinator.run())
     try:
-        await serve_until_signal(running)
+        await _until_signal(running, loops)
     finally:
-        loop.cancel()
+        loops.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await loop
+            await loops
+        await running.stop(STOP_GRACE_S)
         for channel in (aggregator, registry, alerting):
             await channel.close()
         await redis.aclose()
+
+
+async def _until_signal(running: RunningServer, loops: asyncio.Task[None]) -> None:
+    """Wait for SIGTERM/SIGINT (or the server or the loops ending).
+
+    The caller then stops the loops before the server: the lease is released, so
+    a standby leads at once, and the task streams end, so nodes reconnect to a
+    live replica instead of waiting out the grace period.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(running.wait_for_termination())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper, loops}, return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set():
+        log.info("signal received; handing over and stopping")
+    for task in (waiter, stopper):
+        task.cancel()
 
 
 def main() -> None:

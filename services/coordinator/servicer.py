@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,8 +14,9 @@ from fedmesh.services.coordinator.control import RunControl
 from fedmesh.services.coordinator.evaluations import EvaluationBoard, NodeEvaluation
 from fedmesh.services.coordinator.leadership import Replica
 from fedmesh.services.coordinator.nodes import NodeRegistry, NodeState
+from fedmesh.services.coordinator.outage import unavailable_while_redis_down
 from fedmesh.services.coordinator.runs import ModelRef, RunStatus, RunStore
-from fedmesh.services.coordinator.tasks import TaskBoard
+from fedmesh.services.coordinator.task_feed import TaskFeed
 from fedmesh.store import RoundStore
 
 Context = Any
@@ -32,27 +32,26 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         runs: RunStore,
         rounds: RoundStore,
         nodes: NodeRegistry,
-        tasks: TaskBoard,
+        feed: TaskFeed,
         evaluations: EvaluationBoard,
         replica: Replica,
         heartbeat_interval_s: float,
         stale_after_ms: int,
         clock: Callable[[], int],
-        task_poll_s: float = 0.2,
     ) -> None:
         self._control = control
         self._runs = runs
         self._rounds = rounds
         self._nodes = nodes
-        self._tasks = tasks
+        self._feed = feed
         self._evaluations = evaluations
         self._replica = replica
         self._heartbeat_interval_s = heartbeat_interval_s
         self._stale_after_ms = stale_after_ms
         self._clock = clock
-        self._task_poll_s = task_poll_s
 
     @translate_errors
+    @unavailable_while_redis_down
     async def RegisterNode(
         self, request: pb.RegisterNodeRequest, context: Context
     ) -> pb.RegisterNodeResponse:
@@ -67,6 +66,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         )
 
     @translate_errors
+    @unavailable_while_redis_down
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
@@ -79,20 +79,17 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         )
 
     @translate_errors
+    @unavailable_while_redis_down
     async def StreamTasks(
         self, request: pb.StreamTasksRequest, context: Context
     ) -> AsyncIterator[pb.StreamTasksResponse]:
-        """Push the node's pending task whenever a new one appears."""
+        """Push the node's pending task now and whenever a new one appears."""
         await self._nodes.get(request.node_id)
-        sent = ""
-        while True:
-            task = await self._tasks.pending(request.node_id)
-            if task is not None and task.task_id != sent:
-                sent = task.task_id
-                yield pb.StreamTasksResponse(task=convert.task_to_proto(task))
-            await asyncio.sleep(self._task_poll_s)
+        async for task in self._feed.watch(request.node_id):
+            yield pb.StreamTasksResponse(task=convert.task_to_proto(task))
 
     @translate_errors
+    @unavailable_while_redis_down
     async def ReportEvaluation(
         self, request: pb.ReportEvaluationRequest, context: Context
     ) -> pb.ReportEvaluationResponse:
@@ -107,6 +104,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         return pb.ReportEvaluationResponse(accepted=True)
 
     @translate_errors
+    @unavailable_while_redis_down
     async def StartRun(self, request: pb.StartRunRequest, context: Context) -> pb.StartRunResponse:
         """Validate and start a run."""
         if not request.HasField("spec"):
@@ -115,12 +113,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         return pb.StartRunResponse(run=convert.run_to_proto(run, None))
 
     @translate_errors
+    @unavailable_while_redis_down
     async def StopRun(self, request: pb.StopRunRequest, context: Context) -> pb.StopRunResponse:
         """Stop a run."""
         run = await self._control.stop(request.run_id, request.reason)
         return pb.StopRunResponse(run=await self._run_info(run.run_id))
 
     @translate_errors
+    @unavailable_while_redis_down
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
         """A run with all its rounds."""
         run = await self._runs.get(request.run_id)
@@ -130,6 +130,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         return pb.GetRunResponse(run=await self._run_info(run.run_id), rounds=rounds)
 
     @translate_errors
+    @unavailable_while_redis_down
     async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:
         """Runs, newest first, paged."""
         size = request.page_size or 50
@@ -145,12 +146,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         return pb.ListRunsResponse(runs=infos, next_page_token=token)
 
     @translate_errors
+    @unavailable_while_redis_down
     async def GetRound(self, request: pb.GetRoundRequest, context: Context) -> pb.GetRoundResponse:
         """One round with participants, receipts and exclusions."""
         await self._runs.get(request.run_id)
         return pb.GetRoundResponse(round=await self._round_info(request.run_id, request.round))
 
     @translate_errors
+    @unavailable_while_redis_down
     async def ListNodes(
         self, request: pb.ListNodesRequest, context: Context
     ) -> pb.ListNodesResponse:
@@ -164,6 +167,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         return pb.ListNodesResponse(nodes=nodes)
 
     @translate_errors
+    @unavailable_while_redis_down
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: Context
     ) -> pb.GetStatusResponse:
@@ -171,11 +175,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         now = self._clock()
         states = [n.state(now, self._stale_after_ms) for n in await self._nodes.all()]
         leadership = self._replica.state.leadership
+        token = await self._replica.current_fencing_token()
         active = [await self._run_info(run.run_id) for run in await self._runs.active()]
         return pb.GetStatusResponse(
             leader=leadership.leader,
             replica_id=self._replica.replica_id,
-            fencing_token=leadership.fencing_token,
+            fencing_token=token,
             active_runs=active,
             nodes_online=states.count(NodeState.ONLINE),
             nodes_stale=states.count(NodeState.STALE),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -84,6 +84,16 @@ class TaskBoard:
         """The task waiting for ``node_id``, if any."""
         raw = await self._redis.get(keys.node_task_key(node_id))
         return Task.from_json(str(raw)) if raw else None
+
+    async def pending_many(self, node_ids: Sequence[str]) -> dict[str, Task | None]:
+        """The task waiting for each of ``node_ids`` (one round trip)."""
+        if not node_ids:
+            return {}
+        raws = await self._redis.mget([keys.node_task_key(n) for n in node_ids])
+        return {
+            node_id: Task.from_json(str(raw)) if raw else None
+            for node_id, raw in zip(node_ids, raws, strict=True)
+        }
 
     async def clear(self, node_ids: Iterable[str], run_id: str, round_no: int) -> None:
         """Remove the tasks of a closed round (a newer task is left alone)."""

@@ -41,9 +41,9 @@ async def test_evidence_decays_trust_and_bans_at_the_third(redis_client: aioredi
     nodes = NodeRegistry(redis_client)
     await nodes.register("n1", 100, "r", {}, 0)
 
-    first = await nodes.add_evidence("n1")
-    second = await nodes.add_evidence("n1")
-    third = await nodes.add_evidence("n1")
+    first = await nodes.add_evidence("n1", "run-1/1")
+    second = await nodes.add_evidence("n1", "run-1/2")
+    third = await nodes.add_evidence("n1", "run-1/3")
 
     assert first.trust == pytest.approx(0.8)
     assert not first.banned
@@ -59,7 +59,7 @@ async def test_evidence_decays_trust_and_bans_at_the_third(redis_client: aioredi
 async def test_reregistration_keeps_trust(redis_client: aioredis.Redis) -> None:
     nodes = NodeRegistry(redis_client)
     await nodes.register("n1", 100, "r", {}, 0)
-    await nodes.add_evidence("n1")
+    await nodes.add_evidence("n1", "run-1/1")
 
     again = await nodes.register("n1", 200, "r", {}, 5)
 
