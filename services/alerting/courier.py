@@ -93,7 +93,13 @@ class Courier:
         self._rng = rng or random.Random()
         self._next_attempt_ms = 0
         self._failures = 0
+        self._stopping = False
         self.wake = asyncio.Event()
+
+    def stop(self) -> None:
+        """End :meth:`run` at its next turn."""
+        self._stopping = True
+        self.wake.set()
 
     async def resume(self) -> None:
         """Continue the backoff recorded before a restart."""
@@ -167,10 +173,10 @@ class Courier:
         return delay
 
     async def run(self) -> None:
-        """Deliver until cancelled; woken early when a notification is queued."""
+        """Deliver until :meth:`stop`; woken early when a notification is queued."""
         with contextlib.suppress(Exception):
             await self.resume()
-        while True:
+        while not self._stopping:
             self.wake.clear()
             try:
                 delay = await self.deliver_next()

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 10_000
 RESUBSCRIBE_S = 1.0
+POLL_S = 1.0
 
 
 class Subscription:
@@ -32,14 +33,17 @@ class Subscription:
         except asyncio.QueueFull:
             self._overflowed = True
 
-    async def next_batch(self) -> list[str]:
-        """Wait for a change, then take every change waiting (distinct, in order)."""
+    async def next_batch(self, timeout_s: float) -> list[str]:
+        """Wait up to ``timeout_s`` for a change, then take every change waiting (distinct)."""
         if self._overflowed:
             raise ResourceExhausted(
                 f"the watcher fell more than {self._queue.maxsize} alert changes behind; "
                 "watch again to resynchronise"
             )
-        batch = [await self._queue.get()]
+        try:
+            batch = [await asyncio.wait_for(self._queue.get(), timeout_s)]
+        except TimeoutError:
+            return []
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())
         return list(dict.fromkeys(batch))
@@ -54,6 +58,7 @@ class AlertFeed:
         self._subscriptions: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._stopping = False
 
     async def start(self) -> None:
         """Subscribe; returns once changes are being received."""
@@ -62,6 +67,7 @@ class AlertFeed:
 
     async def stop(self) -> None:
         """Unsubscribe."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -78,13 +84,17 @@ class AlertFeed:
             self._subscriptions.discard(subscription)
 
     async def _pump(self) -> None:
-        while True:
+        # Polls rather than listens, so a cancellation lost in Redis I/O still ends it.
+        while not self._stopping:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(keys.changes_channel())
                 self._ready.set()
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
+                while not self._stopping:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=POLL_S
+                    )
+                    if message is not None and message.get("type") == "message":
                         for subscription in list(self._subscriptions):
                             subscription.offer(str(message["data"]))
             except asyncio.CancelledError:

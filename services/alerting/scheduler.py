@@ -34,9 +34,15 @@ class Scheduler:
         self._clock = clock
         self._tick_s = tick_s
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def wake(self) -> None:
         """Run a step now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """End :meth:`run` at its next turn."""
+        self._stopping = True
         self._wake.set()
 
     async def step(self) -> float:
@@ -54,8 +60,8 @@ class Scheduler:
         return min(self._tick_s, max(0.0, (min(upcoming) - self._clock()) / 1000))
 
     async def run(self) -> None:
-        """Step until cancelled."""
-        while True:
+        """Step until :meth:`stop` (checked each turn: a cancellation may be lost in Redis I/O)."""
+        while not self._stopping:
             self._wake.clear()
             try:
                 delay = await self.step()

@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 import logging
 import tempfile
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import grpc
 import httpx
@@ -59,10 +58,25 @@ def build_sinks(settings: AlertingSettings, http: httpx.AsyncClient) -> list[Sin
     return sinks
 
 
-async def _background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.create_task(work)
+class BackgroundLoop(Protocol):
+    """Work that runs until told to stop."""
+
+    async def run(self) -> None:
+        """Loop until :meth:`stop`."""
+        ...
+
+    def stop(self) -> None:
+        """End the loop at its next turn."""
+        ...
+
+
+def _background(stack: contextlib.AsyncExitStack, loop: BackgroundLoop) -> None:
+    task = asyncio.create_task(loop.run())
 
     async def stop() -> None:
+        # The flag ends the loop even when the cancel is lost inside redis-py's I/O
+        # (asyncio.wait_for on Python 3.11 can swallow a cancellation).
+        loop.stop()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -108,9 +122,9 @@ async def build(
     feed = AlertFeed(redis)
     await feed.start()
     stack.push_async_callback(feed.stop)
-    await _background(stack, scheduler.run())
+    _background(stack, scheduler)
     for courier in couriers.values():
-        await _background(stack, courier.run())
+        _background(stack, courier)
     board = AlertBoard(rulebook, alerts, silences, outbox, sinks, settings.retry, clock, notifier)
     servicer = AlertingServicer(intake, board, alerts, silences, feed, clock)
     log.info(

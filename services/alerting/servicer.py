@@ -22,6 +22,8 @@ from fedmesh.services.alerting.silences import SilenceStore
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
 _MAX_ACTOR_CHARS = 128
+WATCH_POLL_S = 1.0
+"""How often a quiet watch checks that its caller is still there."""
 
 Context = grpc.aio.ServicerContext
 
@@ -133,8 +135,9 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
             for view in await self._board.list_alerts(min_severity=minimum):
                 if view.standing is not Standing.RESOLVED:
                     yield pb.WatchAlertsResponse(alert=wire.alert_to_pb(view))
-            while True:
-                for view in await self._board.views(await subscription.next_batch()):
+            while not context.done():
+                changed = await subscription.next_batch(WATCH_POLL_S)
+                for view in await self._board.views(changed) if changed else []:
                     if _at_least(view, minimum):
                         yield pb.WatchAlertsResponse(alert=wire.alert_to_pb(view))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -341,7 +341,7 @@ class AlertingClient:
 
     async def watch(
         self, *, min_severity: Severity | None = None, timeout_s: float = WATCH_TIMEOUT_S
-    ) -> AsyncIterator[Alert]:
+    ) -> AsyncGenerator[Alert, None]:
         """The alerts firing now, then every change as it happens."""
         call = self._stub.WatchAlerts(
             pb.WatchAlertsRequest(
