@@ -18,6 +18,7 @@ from typing import Protocol
 
 from fedmesh.errors import DataLoss, FedmeshError, NotFound
 from fedmesh.services.registry.blobs import BlobStore
+from fedmesh.services.registry.metrics import RegistryMetrics
 from fedmesh.services.registry.records import StoredVersion, VersionRecord, record_digest
 from fedmesh.services.registry.signing import RecordSigner
 from fedmesh.services.registry.versions import RawVersion, VersionStore
@@ -46,9 +47,12 @@ class ChainAlarm(Protocol):
 class RecordCheck:
     """Verifies stored records and reports tampering."""
 
-    def __init__(self, signer: RecordSigner, alarm: ChainAlarm | None) -> None:
+    def __init__(
+        self, signer: RecordSigner, alarm: ChainAlarm | None, metrics: RegistryMetrics
+    ) -> None:
         self._signer = signer
         self._alarm = alarm
+        self._metrics = metrics
 
     def verify(
         self, raw: RawVersion, name: str, version: int, aliases: Mapping[str, int]
@@ -98,6 +102,7 @@ class RecordCheck:
         try:
             yield
         except Tampering as tampering:
+            self._metrics.tampering(tampering.name)
             log.error(
                 "model tampering detected",
                 extra={

@@ -16,6 +16,7 @@ from typing import BinaryIO
 from fedmesh.errors import InvalidArgument, NotFound
 from fedmesh.services.registry.blobs import BlobStore
 from fedmesh.services.registry.chain import RecordCheck, Tampering
+from fedmesh.services.registry.metrics import RegistryMetrics
 from fedmesh.services.registry.records import StoredVersion
 
 MIN_CHUNK_BYTES = 4 << 10
@@ -43,9 +44,15 @@ class BlobStream:
     """An open blob positioned at an offset; iterate :meth:`chunks` once."""
 
     def __init__(
-        self, version: StoredVersion, blob: BinaryIO, offset: int, chunk_bytes: int
+        self,
+        version: StoredVersion,
+        blob: BinaryIO,
+        offset: int,
+        chunk_bytes: int,
+        metrics: RegistryMetrics,
     ) -> None:
         self._version = version
+        self._metrics = metrics
         self._blob = blob
         self._offset = offset
         self._chunk_bytes = chunk_bytes
@@ -65,6 +72,7 @@ class BlobStream:
                 left -= len(chunk)
                 # Read the next chunk from disk while this one is being sent.
                 read = asyncio.create_task(self._next(hasher, left))
+                self._metrics.sent(len(chunk))
                 yield chunk
         finally:
             if not read.done():
@@ -86,9 +94,10 @@ class BlobStream:
 class BlobStreamer:
     """Opens verified streams of version blobs."""
 
-    def __init__(self, blobs: BlobStore, check: RecordCheck) -> None:
+    def __init__(self, blobs: BlobStore, check: RecordCheck, metrics: RegistryMetrics) -> None:
         self._blobs = blobs
         self._check = check
+        self._metrics = metrics
 
     @contextlib.asynccontextmanager
     async def open(
@@ -122,6 +131,6 @@ class BlobStreamer:
                     f"{record.name!r} is missing from the blob store",
                 ) from None
             try:
-                yield BlobStream(version, blob, offset, chunk_bytes)
+                yield BlobStream(version, blob, offset, chunk_bytes, self._metrics)
             finally:
                 blob.close()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fedmesh.errors import FailedPrecondition, InvalidArgument
 from fedmesh.services.registry.aliases import AliasAction, AliasBook, AliasMove
 from fedmesh.services.registry.catalog import Catalog
+from fedmesh.services.registry.metrics import RegistryMetrics
 from fedmesh.services.registry.names import PRODUCTION, check_alias, check_version
 from fedmesh.services.registry.records import Evaluation, StoredVersion
 from fedmesh.services.registry.retention import Retention
@@ -66,6 +67,7 @@ class Promotions:
         retention: Retention,
         gate: PromotionGate,
         clock_ms: Callable[[], int],
+        metrics: RegistryMetrics,
     ) -> None:
         self._store = store
         self._book = book
@@ -73,6 +75,7 @@ class Promotions:
         self._retention = retention
         self._gate = gate
         self._clock_ms = clock_ms
+        self._metrics = metrics
 
     async def record_evaluation(
         self, name: str, version: int, evaluation: Evaluation
@@ -135,6 +138,7 @@ class Promotions:
 
     async def _move(self, name: str, move: AliasMove) -> None:
         await self._book.move(name, move)
+        self._metrics.alias_moved(move.alias, move.action.value)
         log.info(
             "alias moved",
             extra={

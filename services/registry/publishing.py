@@ -10,15 +10,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from fedmesh.errors import AlreadyExists, DataLoss, InvalidArgument, NotFound, ResourceExhausted
+from fedmesh.errors import (
+    AlreadyExists,
+    DataLoss,
+    FedmeshError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from fedmesh.services.registry.blobs import BlobLocks, BlobStore, StagedBlob
 from fedmesh.services.registry.catalog import Catalog
 from fedmesh.services.registry.ingest import PayloadCheck, payload_size
+from fedmesh.services.registry.metrics import RegistryMetrics
 from fedmesh.services.registry.names import check_digest, check_name, check_version
 from fedmesh.services.registry.records import (
     Provenance,
@@ -109,6 +118,7 @@ class Publisher:
         retention: Retention,
         max_model_bytes: int,
         clock_ms: Callable[[], int],
+        metrics: RegistryMetrics,
         after_blob_placed: Callable[[], None] | None = None,
     ) -> None:
         self._redis = redis
@@ -120,10 +130,24 @@ class Publisher:
         self._retention = retention
         self._max_model_bytes = max_model_bytes
         self._clock_ms = clock_ms
+        self._metrics = metrics
         self._after_blob_placed = after_blob_placed
 
     async def publish(self, request: PublishRequest, chunks: AsyncIterator[bytes]) -> Published:
         """Publish a model; a retry of a run's round returns the version it already made."""
+        started = time.perf_counter()
+        try:
+            published = await self._publish(request, chunks)
+        except FedmeshError:
+            self._metrics.publish_outcome("refused")
+            raise
+        if published.duplicate:
+            self._metrics.publish_outcome("duplicate")
+        else:
+            self._metrics.published(time.perf_counter() - started)
+        return published
+
+    async def _publish(self, request: PublishRequest, chunks: AsyncIterator[bytes]) -> Published:
         self._check(request)
         run = request.provenance
         if run.run_id:
@@ -194,6 +218,7 @@ class Publisher:
         pending: asyncio.Task[None] | None = None
         try:
             async for chunk in chunks:
+                self._metrics.received(len(chunk))
                 if pending is not None:
                     await pending
                 # Hash and write this chunk while the next one arrives.

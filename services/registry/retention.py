@@ -13,6 +13,7 @@ import logging
 
 from fedmesh.services.registry.blobs import BlobLocks, BlobStore
 from fedmesh.services.registry.chain import RecordCheck, Tampering
+from fedmesh.services.registry.metrics import RegistryMetrics
 from fedmesh.services.registry.versions import VersionStore
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,14 @@ class Retention:
         locks: BlobLocks,
         check: RecordCheck,
         keep: int,
+        metrics: RegistryMetrics,
     ) -> None:
         self._store = store
         self._blobs = blobs
         self._locks = locks
         self._check = check
         self._keep = keep
+        self._metrics = metrics
 
     async def apply(self, name: str) -> list[int]:
         """Drop what the policy no longer keeps; return the versions dropped by this call."""
@@ -69,6 +72,7 @@ class Retention:
                     await asyncio.to_thread(self._blobs.remove, digest)
             dropped.append(version)
         if dropped:
+            self._metrics.blobs_dropped(len(dropped))
             log.info(
                 "retention dropped blobs",
                 extra={"fields": {"model": name, "versions": dropped, "keep": self._keep}},

@@ -9,6 +9,7 @@ import time
 
 import grpc
 import redis.asyncio as aioredis
+from prometheus_client import start_http_server
 
 from fedmesh.proto.registry.v1 import registry_pb2_grpc as pb_grpc
 from fedmesh.rpc import ServiceBinding, serve_until_signal, start_server
@@ -19,6 +20,7 @@ from fedmesh.services.registry.blobs import BlobLocks, BlobStore
 from fedmesh.services.registry.catalog import Catalog
 from fedmesh.services.registry.chain import ChainVerifier, RecordCheck
 from fedmesh.services.registry.downloads import BlobStreamer
+from fedmesh.services.registry.metrics import RegistryMetrics
 from fedmesh.services.registry.orphans import collect_orphans
 from fedmesh.services.registry.promotion import PromotionGate, Promotions
 from fedmesh.services.registry.publishing import Publisher
@@ -44,8 +46,11 @@ def _crash() -> None:
     os._exit(CRASH_EXIT_CODE)
 
 
-async def build(settings: RegistrySettings, redis: aioredis.Redis) -> list[ServiceBinding]:
+async def build(
+    settings: RegistrySettings, redis: aioredis.Redis, metrics: RegistryMetrics | None = None
+) -> list[ServiceBinding]:
     """Load the signing key, collect orphan blobs, and build the registry servicer."""
+    metrics = metrics if metrics is not None else RegistryMetrics()
     signer = await asyncio.to_thread(RecordSigner.load_or_create, settings.signing_key)
     blobs = await asyncio.to_thread(BlobStore, settings.blob_dir)
     store = VersionStore(redis)
@@ -58,9 +63,9 @@ async def build(settings: RegistrySettings, redis: aioredis.Redis) -> list[Servi
         if settings.alerting_address
         else None
     )
-    check = RecordCheck(signer, alarm)
+    check = RecordCheck(signer, alarm, metrics)
     catalog = Catalog(store, blobs, check, signer)
-    retention = Retention(store, blobs, locks, check, settings.keep_versions)
+    retention = Retention(store, blobs, locks, check, settings.keep_versions, metrics)
     aliases = AliasBook(redis)
     servicer = RegistryServicer(
         publisher=Publisher(
@@ -73,13 +78,20 @@ async def build(settings: RegistrySettings, redis: aioredis.Redis) -> list[Servi
             retention=retention,
             max_model_bytes=settings.max_model_bytes,
             clock_ms=_now_ms,
+            metrics=metrics,
             after_blob_placed=_crash if settings.crash_after_blob else None,
         ),
         catalog=catalog,
-        streamer=BlobStreamer(blobs, check),
+        streamer=BlobStreamer(blobs, check, metrics),
         verifier=ChainVerifier(store, blobs, check),
         promotions=Promotions(
-            store, aliases, catalog, retention, PromotionGate(settings.promotion_margin), _now_ms
+            store,
+            aliases,
+            catalog,
+            retention,
+            PromotionGate(settings.promotion_margin),
+            _now_ms,
+            metrics,
         ),
         aliases=aliases,
     )
@@ -110,9 +122,12 @@ async def serve(settings: RegistrySettings) -> None:
         url = embedded.url
         log.info("no FEDMESH_REDIS_URL; started an embedded Redis", extra={"fields": {"url": url}})
     redis = connect(url)
+    metrics = RegistryMetrics()
+    if settings.common.metrics_port:
+        start_http_server(settings.common.metrics_port, registry=metrics.registry)
     try:
         running = await start_server(
-            await build(settings, redis),
+            await build(settings, redis, metrics),
             address=settings.common.listen,
             tls=settings.common.tls,
             readiness=readiness(redis, BlobStore(settings.blob_dir)),

@@ -18,6 +18,7 @@ from fedmesh.client.registry import RegistryClient
 from fedmesh.proto.alerting.v1 import alerting_pb2
 from fedmesh.proto.registry.v1 import registry_pb2_grpc as pb_grpc
 from fedmesh.rpc import ServiceBinding, open_channel, start_server
+from fedmesh.services.registry.metrics import RegistryMetrics
 from fedmesh.services.registry.server import build
 from fedmesh.services.registry.settings import RegistrySettings
 
@@ -58,11 +59,14 @@ def start_registry(
 
     @contextlib.asynccontextmanager
     async def start(
-        chunk_bytes: int = 4096, redis: aioredis.Redis | None = None, **changes: Any
+        chunk_bytes: int = 4096,
+        redis: aioredis.Redis | None = None,
+        metrics: RegistryMetrics | None = None,
+        **changes: Any,
     ) -> AsyncIterator[Registry]:
         settings = dataclasses.replace(registry_settings, **changes)
         store = redis or redis_client
-        running = await start_server(await build(settings, store))
+        running = await start_server(await build(settings, store, metrics))
         address = f"127.0.0.1:{running.port}"
         try:
             async with open_channel(address) as channel:
