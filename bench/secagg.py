@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import random
 import statistics
 import time
@@ -46,8 +47,8 @@ from fedmesh.privacy.secagg import (
     SecAggClient,
     SecAggConfig,
     SecAggServer,
+    degree_for_dropout,
 )
-from fedmesh.privacy.secagg.graph import degree_for_dropout
 from fedmesh.privacy.secagg.quantize import WORD
 
 RESULTS = Path(__file__).parent / "results" / "secagg.md"
@@ -225,7 +226,9 @@ def write_markdown(report: dict[str, Any]) -> None:
         "# Secure aggregation and DP costs",
         "",
         f"`.venv/bin/python bench/secagg.py {report['args']}` — {report['when']}, "
-        f"torch threads {report['threads']}.",
+        f"torch threads {report['threads']}, {os.cpu_count()} CPUs, "
+        f"1-minute load average {report['load_average_1m']:.1f} at the start "
+        "(other jobs share the machine: times are upper bounds).",
         "",
         f"## SecAgg+: n = {secagg['nodes']}, m = {secagg['parameters']:,} float32 parameters",
         "",
@@ -291,6 +294,7 @@ def main() -> None:
         ),
         "when": time.strftime("%Y-%m-%d"),
         "threads": torch.get_num_threads(),
+        "load_average_1m": os.getloadavg()[0],
         "rounds": args.rounds,
         "seeds": args.seeds,
         "secagg": secagg_costs(args.nodes, args.length, args.dropout, seed=0),

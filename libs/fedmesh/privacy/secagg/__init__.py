@@ -9,7 +9,12 @@ from fedmesh.privacy.secagg.errors import (
     SecAggAbort,
     SecAggStageError,
 )
-from fedmesh.privacy.secagg.graph import NeighbourGraph, default_degree, harary_graph
+from fedmesh.privacy.secagg.graph import (
+    NeighbourGraph,
+    default_degree,
+    degree_for_dropout,
+    harary_graph,
+)
 from fedmesh.privacy.secagg.messages import (
     EncryptedShare,
     KeyAdvertisement,
@@ -49,6 +54,7 @@ __all__ = [
     "UnmaskingShares",
     "bucket_means",
     "default_degree",
+    "degree_for_dropout",
     "harary_graph",
     "plan_buckets",
 ]
