@@ -127,8 +127,7 @@ class LocalStack:
         env.update(
             {
                 "FEDMESH_REDIS_URL": self.redis_url,
-                "FEDMESH_REGISTRY_BLOB_DIR": str(self.workdir / "registry-blobs"),
-                "FEDMESH_REGISTRY_KEY_FILE": str(self.workdir / "registry-signing.key"),
+                "FEDMESH_REGISTRY_DATA_DIR": str(self.workdir / "registry"),
                 "FEDMESH_AGGREGATOR_SPOOL_DIR": str(self.workdir / "aggregator-spool"),
                 "FEDMESH_COORDINATOR_HEARTBEAT_S": "2",
                 "FEDMESH_COORDINATOR_STALE_AFTER_S": "10",
