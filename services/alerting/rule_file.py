@@ -76,23 +76,22 @@ class _Parser:
         )
         if "global" in top:
             self.globals(top["global"])
+        route = self.route(top["route"], None, "root")
         events = {
             kind: self.event_rule(kind, key_node, value)
             for kind, key_node, value in self.r.keyed(top["events"], "events")
         }
+        anomaly = self.anomaly_rule(top["anomaly"])
         inhibit = top.get("inhibit_rules")
-        return RuleBook(
-            source=self.r.source,
-            events=events,
-            anomaly=self.anomaly_rule(top["anomaly"]),
-            route=self.route(top["route"], None, "root"),
-            inhibit_rules=tuple(
+        inhibit_rules = (
+            tuple(
                 self.inhibit_rule(item, i)
                 for i, item in enumerate(self.r.sequence(inhibit, "inhibit_rules"))
             )
             if inhibit is not None
-            else (),
+            else ()
         )
+        return RuleBook(self.r.source, events, anomaly, route, inhibit_rules)
 
     def globals(self, node: yaml.Node) -> None:
         fields = self.r.mapping(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -14,6 +15,7 @@ import httpx
 import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
+from fedmesh.errors import InvalidArgument
 from fedmesh.proto.alerting.v1 import alerting_pb2 as pb
 from fedmesh.proto.alerting.v1 import alerting_pb2_grpc as pb_grpc
 from fedmesh.rpc import ServiceBinding, serve_until_signal, start_server
@@ -183,5 +185,12 @@ async def serve(settings: AlertingSettings) -> None:
 
 
 def main() -> None:
-    """Entry point of ``python -m fedmesh.services.alerting`` and ``fedmesh serve alerting``."""
-    asyncio.run(serve(AlertingSettings.from_env()))
+    """Entry point of ``python -m fedmesh.services.alerting`` and ``fedmesh serve alerting``.
+
+    A malformed setting or rule file stops the start with its reason and exit status 2.
+    """
+    try:
+        asyncio.run(serve(AlertingSettings.from_env()))
+    except InvalidArgument as exc:
+        print(f"alerting: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -17,7 +17,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fedmesh.client.alerting import Alert, AlertingClient, AlertState, Severity, Silence
+from fedmesh.client.alerting import (
+    WATCH_TIMEOUT_S,
+    Alert,
+    AlertingClient,
+    AlertState,
+    Severity,
+    Silence,
+)
 from fedmesh.config import CommonSettings
 from fedmesh.errors import InvalidArgument
 from fedmesh.rpc import open_channel
@@ -198,20 +205,29 @@ def watch(
     severity: str | None = typer.Option(
         None, help="Minimum severity: info, medium, high, critical."
     ),
+    for_: str | None = typer.Option(None, "--for", help="Stop after this long: 90s, 30m, 2h."),
     address: str = ADDRESS,
 ) -> None:
     """Print the firing alerts, then every change as it happens (Ctrl-C stops)."""
     minimum = _severity(severity)
+    try:
+        limit_s = parse_duration_s(for_) if for_ else WATCH_TIMEOUT_S
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
     async def follow(client: AlertingClient) -> None:
-        async for alert in client.watch(min_severity=minimum):
-            stamp = time.strftime("%H:%M:%S")
-            console.print(
-                f"{stamp} [{STATE_STYLE[alert.state]}]{alert.state.value:<10}[/] "
-                f"[{SEVERITY_STYLE[alert.severity]}]{alert.severity.value:<8}[/] "
-                f"{escape(alert.name)} {escape(_other_labels(alert.labels))} "
-                f"x{alert.count} {alert.fingerprint}"
-            )
+        try:
+            async for alert in client.watch(min_severity=minimum, timeout_s=limit_s):
+                stamp = time.strftime("%H:%M:%S")
+                console.print(
+                    f"{stamp} [{STATE_STYLE[alert.state]}]{alert.state.value:<10}[/] "
+                    f"[{SEVERITY_STYLE[alert.severity]}]{alert.severity.value:<8}[/] "
+                    f"{escape(alert.name)} {escape(_other_labels(alert.labels))} "
+                    f"x{alert.count} {alert.fingerprint}"
+                )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
 
     with contextlib.suppress(KeyboardInterrupt):
         _call(address, follow)
