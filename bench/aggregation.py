@@ -239,9 +239,11 @@ def streaming_peak_mb(n: int, m: int, threads: int) -> float:
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "base = status('VmRSS:')\n"
         f"stream = StreamingMean({m})\n"
+        f"update = torch.empty({m})\n"
         "generator = torch.Generator().manual_seed(0)\n"
         f"for i in range({n}):\n"
-        f"    stream.add(torch.randn({m}, generator=generator), float(i + 1))\n"
+        "    torch.randn(update.shape, generator=generator, out=update)\n"
+        "    stream.add(update, float(i + 1))\n"
         "stream.result()\n"
         "print((status('VmHWM:') - base) / 1024)\n"
     )

@@ -50,18 +50,22 @@ def _trimmed(source: UpdateSource, trim: int, block_size: int, rule: str) -> Agg
     check_block_size(block_size)
     n = source.n
     kept = n - 2 * trim
-    statistics = OrderStatistics(n, range(trim, n - trim), block_size, source.device)
+    statistics = OrderStatistics(n, (trim, n - 1 - trim), block_size, source.device)
     outside = OutsideCounter(n, block_size, source.device)
     aggregate = torch.empty(source.m, dtype=torch.float32, device=source.device)
     for start, block in source.iter_blocks(block_size):
-        rows = statistics.select(block)
+        low, high = statistics.select(block)
         target = aggregate[start : start + block.shape[1]]
-        target.copy_(rows[0])
-        for row in rows[1:]:
-            target.add_(row)
-        if kept > 1:
-            target.div_(kept)
-        outside.add(block, rows[0], rows[-1])
+        clamped = outside.add(block, low, high)
+        if kept <= 2:
+            # The kept values are exactly the ranks `trim` and n−1−trim.
+            torch.add(low, high, out=target).div_(2)
+        else:
+            # Clamping sends the `trim` lowest values to `low` and the `trim` highest to
+            # `high` and leaves the kept ones alone, so Σ clamp = Σ kept + trim·(low + high).
+            # Every term lies within the kept range: no cancellation against outliers.
+            torch.sum(clamped, dim=0, out=target)
+            target.sub_(low + high, alpha=trim).div_(kept)
     require_finite(aggregate, f"the {rule} aggregate")
     shares = outside.shares(source.m)
     what = "median" if rule == "median" else f"trimmed mean (trim {trim} per side)"

@@ -12,16 +12,23 @@ class OutsideCounter:
 
     def __init__(self, n: int, block_size: int, device: torch.device) -> None:
         self._counts = torch.zeros(n, dtype=torch.float64, device=device)
+        self._clamped = torch.empty(n, block_size, dtype=torch.float32, device=device)
         # Comparisons land in a float buffer: summing floats is vectorised, summing bools is not.
         self._indicator = torch.empty(n, block_size, dtype=torch.float32, device=device)
 
-    def add(self, block: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> None:
-        """Count the values of `block` (n×b) below `low` or above `high` (each of b values)."""
-        indicator = self._indicator[:, : block.shape[1]]
-        torch.lt(block, low, out=indicator)
+    def add(self, block: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """Count the values of `block` (n×b) outside [low, high] (b values each).
+
+        Returns `block` clamped into the range, valid until the next call: a value
+        is outside exactly when clamping changed it.
+        """
+        width = block.shape[1]
+        clamped = self._clamped[:, :width]
+        torch.clamp(block, min=low, max=high, out=clamped)
+        indicator = self._indicator[:, :width]
+        torch.ne(block, clamped, out=indicator)
         self._counts += indicator.sum(dim=1)
-        torch.gt(block, high, out=indicator)
-        self._counts += indicator.sum(dim=1)
+        return clamped
 
     def shares(self, m: int) -> list[float]:
         """The share of the m coordinates at which each update lay outside."""
