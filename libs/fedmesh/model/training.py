@@ -50,11 +50,12 @@ def train_local(
 ) -> TrainStats:
     """Train ``model`` in place with Adam on class-weighted BCE over the scored nodes.
 
-    Snapshots are shuffled each epoch and ``batch_snapshots`` of them form one step.
-    Raises ``ValueError`` for bad arguments, malformed graphs or no scored node.
-    Randomness (shuffling, dropout) comes from ``generator`` or ``seed`` (default 0),
-    so the same inputs give the same weights; the global RNG state is left untouched.
-    ``pos_weight`` defaults to ``balanced_pos_weight`` of the given graphs.
+    Snapshots are shuffled each epoch and ``batch_snapshots`` of them form one step; a
+    fresh optimiser is made per call, as in a FedAvg round. Randomness (shuffling, dropout)
+    comes from ``generator`` or ``seed`` (default 0), so the same inputs give the same
+    weights; the global RNG state is left untouched. ``pos_weight`` defaults to
+    ``balanced_pos_weight`` of the given graphs. Raises ``ValueError`` for bad arguments,
+    malformed graphs or no scored node.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1; got {epochs}")
