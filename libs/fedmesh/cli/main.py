@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from fedmesh.cli import alerts, models, runs
+from fedmesh.cli import alerts, certs, models, runs
 from fedmesh.cli.node import node
 from fedmesh.cli.stack import SERVICES, LocalStack
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(runs.app, name="run")
 app.add_typer(models.app, name="models")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(certs.app, name="certs")
 app.command()(node)
 console = Console()
 
