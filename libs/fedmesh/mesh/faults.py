@@ -133,12 +133,6 @@ class FaultInjector:
             owner[free] = fault.id
         return owner
 
-    def kinds_by_id(self) -> dict[int, FaultKind]:
-        """Kind of every fault started so far."""
-        kinds = {f.id: f.kind for f in self._finished}
-        kinds.update({f.id: f.kind for f in self._active})
-        return kinds
-
     def records(self) -> tuple[FaultRecord, ...]:
         """Every fault started so far, ordered by id (active ones with their nodes so far)."""
         every = self._finished + [_record(f) for f in self._active]
