@@ -1,14 +1,6 @@
-import warnings
 from collections.abc import Callable
 
 import pytest
-
-with warnings.catch_warnings():
-    # torch_geometric calls torch.jit.script at import, which torch 2.13 deprecates; the
-    # warning is attributed to torch.jit, so pyproject's torch_geometric filter misses it.
-    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
-    import torch_geometric  # noqa: F401
-
 import torch
 from torch_geometric.data import Data
 
