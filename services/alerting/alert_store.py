@@ -1,15 +1,17 @@
 """Alerts in Redis: fire, re-fire (dedup), resolve, expire, acknowledge, prune — each atomic.
 
-Every event costs one Redis round trip: one Lua script counts it, folds it into
-the alert its labels identify (or opens the alert, within the rule's rate
-limit), schedules the alert's group, and publishes the change.
+One Lua script counts events, folds them into the alert their labels identify
+(or opens the alert, within the rule's rate limit), schedules the alert's group,
+and publishes the change. A run of identical events (same alert, same action)
+is one call that adds its length to the count, and many calls share one
+pipelined round trip.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -22,13 +24,14 @@ from fedmesh.services.alerting.model import Alert, AlertState, Severity
 
 RATE_WINDOW_MS = 60_000
 
-# KEYS: alert, firing, resolved, group, group members, groups due, stats, rate counter.
-# ARGV: mode, fp, now, name, labels, annotations, severity, starts, resolve timeout,
-#       group key, route path, group labels, group wait, source, rate limit, rate window,
-#       changes channel, group key prefix, events to count (1, or 0 for a follow-up).
+# KEYS: alert, firing, resolved, group, group members, groups due, stats, rate counter,
+#       inhibition sources.
+# ARGV: mode, fp, now, events, annotations, source, resolve timeout, rate limit, channel,
+#       group key prefix, and (to open an alert) name, labels, severity, starts, group key,
+#       route path, group labels, group wait, whether it can inhibit ("1" or "0").
 _INGEST = """
-redis.call('HINCRBY', KEYS[7], 'events_received', tonumber(ARGV[19]))
-local now = tonumber(ARGV[3])
+local now, events = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('HINCRBY', KEYS[7], 'events_received', events)
 local state = redis.call('HGET', KEYS[1], 'state')
 if ARGV[1] == 'resolve' then
   if state ~= 'firing' then
@@ -36,46 +39,49 @@ if ARGV[1] == 'resolve' then
   end
   redis.call('HSET', KEYS[1], 'state', 'resolved', 'ends_ms', now, 'updated_ms', now)
   redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('SREM', KEYS[9], ARGV[2])
   redis.call('ZADD', KEYS[3], now, ARGV[2])
-  local group = ARGV[18] .. redis.call('HGET', KEYS[1], 'group_key')
+  local group = ARGV[10] .. redis.call('HGET', KEYS[1], 'group_key')
   if redis.call('EXISTS', group) == 1 then redis.call('HINCRBY', group, 'version', 1) end
-  redis.call('PUBLISH', ARGV[17], ARGV[2])
+  redis.call('PUBLISH', ARGV[9], ARGV[2])
   return {'resolved', tonumber(redis.call('HGET', KEYS[1], 'count')), 1}
 end
 if state == 'firing' then
-  local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
-  redis.call('HSET', KEYS[1], 'updated_ms', now, 'annotations', ARGV[6], 'source', ARGV[14])
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[9]), ARGV[2])
+  local count = redis.call('HINCRBY', KEYS[1], 'count', events)
+  redis.call('HSET', KEYS[1], 'updated_ms', now, 'annotations', ARGV[5], 'source', ARGV[6])
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[7]), ARGV[2])
   return {'firing', count, 0}
 end
-local limit = tonumber(ARGV[15])
+local limit = tonumber(ARGV[8])
 if limit > 0 then
   local opened = redis.call('INCR', KEYS[8])
-  if opened == 1 then redis.call('PEXPIRE', KEYS[8], tonumber(ARGV[16]) * 2) end
+  if opened == 1 then redis.call('PEXPIRE', KEYS[8], 120000) end  -- two windows
   if opened > limit then
-    redis.call('HINCRBY', KEYS[7], 'rate_limited', 1)
+    redis.call('HINCRBY', KEYS[7], 'rate_limited', events)
     return {'rate_limited', 0, 0}
   end
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'fingerprint', ARGV[2], 'name', ARGV[4], 'labels', ARGV[5],
-  'annotations', ARGV[6], 'severity', ARGV[7], 'state', 'firing', 'starts_ms', ARGV[8],
-  'ends_ms', 0, 'updated_ms', now, 'count', 1, 'group_key', ARGV[10], 'source', ARGV[14],
-  'resolve_timeout_ms', ARGV[9])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[9]), ARGV[2])
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[2], 'name', ARGV[11], 'labels', ARGV[12],
+  'annotations', ARGV[5], 'severity', ARGV[13], 'state', 'firing', 'starts_ms', ARGV[14],
+  'ends_ms', 0, 'updated_ms', now, 'count', math.max(events, 1), 'group_key', ARGV[15],
+  'source', ARGV[6], 'resolve_timeout_ms', ARGV[7])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[7]), ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[5], ARGV[2])
+if ARGV[19] == '1' then redis.call('SADD', KEYS[9], ARGV[2]) end
 if redis.call('EXISTS', KEYS[4]) == 0 then
-  redis.call('HSET', KEYS[4], 'key', ARGV[10], 'route', ARGV[11], 'labels', ARGV[12],
+  redis.call('HSET', KEYS[4], 'key', ARGV[15], 'route', ARGV[16], 'labels', ARGV[17],
     'created_ms', now, 'last_notified_ms', 0, 'version', 0)
-  redis.call('ZADD', KEYS[6], now + tonumber(ARGV[13]), ARGV[10])
+  redis.call('ZADD', KEYS[6], now + tonumber(ARGV[18]), ARGV[15])
 end
 redis.call('HINCRBY', KEYS[4], 'version', 1)
-redis.call('PUBLISH', ARGV[17], ARGV[2])
-return {'firing', 1, 1}
+redis.call('PUBLISH', ARGV[9], ARGV[2])
+return {'firing', math.max(events, 1), 1}
 """
 
-# KEYS: firing, resolved. ARGV: now, alert key prefix, group key prefix, channel, limit.
+# KEYS: firing, resolved, inhibition sources.
+# ARGV: now, alert key prefix, group key prefix, channel, limit.
 # An alert resolves at the time it expired (last event + resolve timeout), not at the sweep.
 _EXPIRE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,
@@ -85,6 +91,7 @@ for i = 1, #due, 2 do
   local alert = ARGV[2] .. fp
   redis.call('HSET', alert, 'state', 'resolved', 'ends_ms', ends, 'updated_ms', ARGV[1])
   redis.call('ZREM', KEYS[1], fp)
+  redis.call('SREM', KEYS[3], fp)
   redis.call('ZADD', KEYS[2], ends, fp)
   local group = ARGV[3] .. (redis.call('HGET', alert, 'group_key') or '')
   if redis.call('EXISTS', group) == 1 then redis.call('HINCRBY', group, 'version', 1) end
@@ -163,9 +170,32 @@ class AlertStore:
         self._acknowledge = redis.register_script(_ACKNOWLEDGE)
 
     def _ingest_call(
-        self, draft: AlertDraft, now_ms: int, counted: bool = True
+        self, draft: AlertDraft, now_ms: int, events: int
     ) -> tuple[list[str], list[str | int]]:
-        route = draft.route
+        args: list[str | int] = [
+            "resolve" if draft.resolve else "fire",
+            draft.fingerprint,
+            now_ms,
+            events,
+            json.dumps(draft.annotations, sort_keys=True),
+            draft.source,
+            draft.resolve_timeout_ms,
+            draft.max_new_per_minute,
+            keys.changes_channel(),
+            keys.group_key(""),
+        ]
+        if not draft.resolve:
+            args += [
+                draft.name,
+                json.dumps(draft.labels, sort_keys=True),
+                int(draft.severity),
+                draft.starts_unix_ms,
+                draft.group_key,
+                draft.route.path,
+                json.dumps(draft.group_labels, sort_keys=True),
+                draft.route.group_wait_ms,
+                "1" if draft.can_inhibit else "0",
+            ]
         return (
             [
                 keys.alert_key(draft.fingerprint),
@@ -176,56 +206,48 @@ class AlertStore:
                 keys.groups_due_key(),
                 keys.stats_key(),
                 keys.rate_key(draft.name, now_ms // RATE_WINDOW_MS),
+                keys.inhibit_sources_key(),
             ],
-            [
-                "resolve" if draft.resolve else "fire",
-                draft.fingerprint,
-                now_ms,
-                draft.name,
-                json.dumps(draft.labels, sort_keys=True),
-                json.dumps(draft.annotations, sort_keys=True),
-                int(draft.severity),
-                draft.starts_unix_ms,
-                draft.resolve_timeout_ms,
-                draft.group_key,
-                route.path,
-                json.dumps(draft.group_labels, sort_keys=True),
-                route.group_wait_ms,
-                draft.source,
-                draft.max_new_per_minute,
-                RATE_WINDOW_MS,
-                keys.changes_channel(),
-                keys.group_key(""),
-                1 if counted else 0,
-            ],
+            args,
         )
 
     async def ingest(self, draft: AlertDraft, now_ms: int) -> Ingested:
         """Apply one draft (one round trip)."""
-        script_keys, args = self._ingest_call(draft, now_ms)
-        reply = await self._ingest(keys=script_keys, args=args)
-        return _ingested(draft.fingerprint, reply)
+        return (await self.ingest_many([draft], now_ms))[0]
 
     async def ingest_many(
-        self, drafts: Sequence[AlertDraft], now_ms: int, *, one_event: bool = False
+        self,
+        drafts: Sequence[AlertDraft],
+        now_ms: int,
+        counted: Sequence[bool] | None = None,
     ) -> list[Ingested]:
-        """Apply drafts in order, pipelined (one round trip for all).
+        """Apply drafts in order in one pipelined round trip; one result per draft.
 
-        ``one_event`` counts them as a single received event (an anomaly report
-        below every band resolves several alerts at once).
+        Consecutive drafts of the same alert and action are one script call.
+        ``counted`` says which drafts are received events (an anomaly report
+        below every band resolves several alerts as one event); all by default.
         """
+        flags = list(counted) if counted is not None else [True] * len(drafts)
+        runs = _runs(drafts)
         pipe = self._redis.pipeline(transaction=False)
-        for i, draft in enumerate(drafts):
-            script_keys, args = self._ingest_call(draft, now_ms, counted=i == 0 or not one_event)
+        for start, length in runs:
+            events = sum(flags[start : start + length])
+            last = drafts[start + length - 1]
+            script_keys, args = self._ingest_call(
+                replace(last, starts_unix_ms=drafts[start].starts_unix_ms), now_ms, events
+            )
             await self._ingest(keys=script_keys, args=args, client=pipe)
         replies = await pipe.execute()
-        return [_ingested(d.fingerprint, r) for d, r in zip(drafts, replies, strict=True)]
+        results: list[Ingested] = []
+        for (start, length), reply in zip(runs, replies, strict=True):
+            results += _expand(drafts[start].fingerprint, reply, length)
+        return results
 
     async def expire(self, now_ms: int, limit: int = 500) -> int:
         """Resolve firing alerts not re-fired within their resolve timeout; how many."""
         return int(
             await self._expire(
-                keys=[keys.firing_key(), keys.resolved_key()],
+                keys=[keys.firing_key(), keys.resolved_key(), keys.inhibit_sources_key()],
                 args=[
                     now_ms,
                     keys.alert_key(""),
@@ -287,6 +309,20 @@ class AlertStore:
         """Every firing, or every retained resolved, alert."""
         return await self.get_many(await self.fingerprints(state))
 
+    async def inhibition_sources(self) -> list[Alert]:
+        """The firing alerts that match some inhibition rule's source side."""
+        fingerprints = await self._redis.smembers(keys.inhibit_sources_key())
+        return [a for a in await self.get_many(sorted(map(str, fingerprints))) if a.firing]
+
+    async def index_inhibition_sources(self, can_inhibit: Callable[[Alert], bool]) -> None:
+        """Rebuild the source index for the rules in force (they may differ from the last run's)."""
+        sources = [a.fingerprint for a in await self.all_of(AlertState.FIRING) if can_inhibit(a)]
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(keys.inhibit_sources_key())
+        if sources:
+            pipe.sadd(keys.inhibit_sources_key(), *sources)
+        await pipe.execute()
+
     async def next_expiry_ms(self) -> int | None:
         """When the earliest firing alert resolves unless re-fired."""
         first = await self._redis.zrange(keys.firing_key(), 0, 0, withscores=True)
@@ -303,8 +339,30 @@ class AlertStore:
         return {name: int(value) for name, value in raw.items()}
 
 
-def _ingested(fingerprint: str, reply: list[object]) -> Ingested:
+def _runs(drafts: Sequence[AlertDraft]) -> list[tuple[int, int]]:
+    """(start, length) of each run of consecutive drafts of the same alert and action."""
+    runs: list[tuple[int, int]] = []
+    for index, draft in enumerate(drafts):
+        if runs:
+            start, length = runs[-1]
+            first = drafts[start]
+            if (first.fingerprint, first.resolve) == (draft.fingerprint, draft.resolve):
+                runs[-1] = (start, length + 1)
+                continue
+        runs.append((index, 1))
+    return runs
+
+
+def _expand(fingerprint: str, reply: list[object], length: int) -> list[Ingested]:
+    """One result per event of a run from the script's reply for the whole run."""
     state, count, changed = str(reply[0]), int(str(reply[1])), bool(int(str(reply[2])))
     if state == "rate_limited":
-        return Ingested(fingerprint, None, 0, changed=False, rate_limited=True)
-    return Ingested(fingerprint, AlertState(state) if state != "unknown" else None, count, changed)
+        return [Ingested(fingerprint, None, 0, changed=False, rate_limited=True)] * length
+    known = AlertState(state) if state != "unknown" else None
+    if known is AlertState.FIRING:
+        first = count - length + 1
+        return [
+            Ingested(fingerprint, known, first + i, changed=changed and i == 0)
+            for i in range(length)
+        ]
+    return [Ingested(fingerprint, known, count, changed=changed and i == 0) for i in range(length)]

@@ -93,12 +93,14 @@ class AlertBoard:
         self._clock = clock
         self._notifier = notifier
 
-    async def _mutes(self) -> tuple[MuteBook, list[Alert]]:
+    async def _mutes(self) -> MuteBook:
         now = self._clock()
-        firing = await self._alerts.all_of(AlertState.FIRING)
         return MuteBook(
-            await self._silences.active(now), self._rules.inhibit_rules, firing, now
-        ), firing
+            await self._silences.active(now),
+            self._rules.inhibit_rules,
+            await self._alerts.inhibition_sources(),
+            now,
+        )
 
     async def list_alerts(
         self,
@@ -107,10 +109,10 @@ class AlertBoard:
         labels: Mapping[str, str] | None = None,
     ) -> list[AlertView]:
         """Alerts, worst and newest first, filtered by standing, severity and exact labels."""
-        mutes, firing = await self._mutes()
+        mutes = await self._mutes()
         alerts: list[Alert] = []
         if standing in (None, Standing.FIRING, Standing.SUPPRESSED):
-            alerts.extend(firing)
+            alerts.extend(await self._alerts.all_of(AlertState.FIRING))
         if standing in (None, Standing.RESOLVED):
             alerts.extend(await self._alerts.all_of(AlertState.RESOLVED))
         views = [AlertView(a, mutes.mute(a)) for a in alerts]
@@ -131,12 +133,13 @@ class AlertBoard:
         alerts = await self._alerts.get_many(fingerprints)
         if not alerts:
             return []
-        mutes, _ = await self._mutes()
+        mutes = await self._mutes()
         return [AlertView(a, mutes.mute(a)) for a in alerts]
 
     async def status(self) -> AlertingStatus:
         """Counts, sinks and where the rules came from."""
-        mutes, firing = await self._mutes()
+        mutes = await self._mutes()
+        firing = await self._alerts.all_of(AlertState.FIRING)
         suppressed = sum(1 for a in firing if mutes.mute(a).muted)
         stats = await self._alerts.stats()
         sinks = []

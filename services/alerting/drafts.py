@@ -44,6 +44,7 @@ class AlertDraft:
     group_labels: Mapping[str, str]
     source: str
     resolve: bool = False
+    can_inhibit: bool = False
 
 
 def _check_time(time_unix_ms: int | None, now_ms: int) -> int:
@@ -91,6 +92,7 @@ class Drafter:
     ) -> AlertDraft:
         route = self._rules.route.match(labels)
         group_key, group_labels = group_of(route, labels)
+        can_inhibit = self._rules.can_inhibit(labels)
         return AlertDraft(
             fingerprint=fingerprint(labels),
             name=labels["alertname"],
@@ -105,6 +107,7 @@ class Drafter:
             group_labels=group_labels,
             source=source,
             resolve=resolve,
+            can_inhibit=can_inhibit,
         )
 
     def from_event(self, event: Event, now_ms: int) -> AlertDraft:

@@ -6,20 +6,18 @@ from fedmesh.services.alerting.alert_store import AlertStore
 from fedmesh.services.alerting.silences import SilenceStore
 
 EXPIRE_BATCH = 500
+PRUNE_EVERY_MS = 60_000
+"""Pruning runs at most this often; the retention is hours, the sweep runs on every change."""
 
 
 class Expiry:
     """Resolves alerts nobody re-fired in time and prunes what outlived the retention."""
 
-    def __init__(
-        self,
-        alerts: AlertStore,
-        silences: SilenceStore,
-        retention_ms: int,
-    ) -> None:
+    def __init__(self, alerts: AlertStore, silences: SilenceStore, retention_ms: int) -> None:
         self._alerts = alerts
         self._silences = silences
         self._retention_ms = retention_ms
+        self._pruned_ms: int | None = None
 
     async def sweep(self, now_ms: int) -> int:
         """Resolve every alert whose resolve timeout passed; how many resolved."""
@@ -29,7 +27,9 @@ class Expiry:
             resolved += batch
             if batch < EXPIRE_BATCH:
                 break
-        cutoff = now_ms - self._retention_ms
-        await self._alerts.prune(cutoff)
-        await self._silences.prune(cutoff)
+        if self._pruned_ms is None or now_ms - self._pruned_ms >= PRUNE_EVERY_MS:
+            cutoff = now_ms - self._retention_ms
+            await self._alerts.prune(cutoff)
+            await self._silences.prune(cutoff)
+            self._pruned_ms = now_ms
         return resolved

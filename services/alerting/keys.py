@@ -39,6 +39,11 @@ def group_notified_key(group: str) -> str:
     return f"{group_key(group)}:notified"
 
 
+def inhibit_sources_key() -> str:
+    """Set: firing fingerprints whose labels match an inhibition rule's source matchers."""
+    return f"{PREFIX}:inhibit-sources"
+
+
 def groups_due_key() -> str:
     """Sorted set: group keys by the time their next flush is due (ms)."""
     return f"{PREFIX}:groups:due"

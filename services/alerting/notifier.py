@@ -22,7 +22,6 @@ from redis.exceptions import WatchError
 from fedmesh.services.alerting import keys
 from fedmesh.services.alerting.alert_store import AlertStore
 from fedmesh.services.alerting.grouping import plan_flush
-from fedmesh.services.alerting.model import AlertState
 from fedmesh.services.alerting.mutes import MuteBook
 from fedmesh.services.alerting.notification import Notification, NotifiedAlert
 from fedmesh.services.alerting.outbox import Outbox
@@ -73,7 +72,7 @@ class Notifier:
         mutes = MuteBook(
             await self._silences.active(now_ms),
             self._rules.inhibit_rules,
-            await self._alerts.all_of(AlertState.FIRING),
+            await self._alerts.inhibition_sources(),
             now_ms,
         )
         queued: list[Notification] = []

@@ -117,3 +117,7 @@ class RuleBook:
     anomaly: AnomalyRule
     route: Route
     inhibit_rules: tuple[InhibitRule, ...]
+
+    def can_inhibit(self, labels: Mapping[str, str]) -> bool:
+        """Whether an alert with ``labels`` matches the source side of an inhibition rule."""
+        return any(matches_all(rule.source, labels) for rule in self.inhibit_rules)

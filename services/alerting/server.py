@@ -22,6 +22,7 @@ from fedmesh.rpc import ServiceBinding, serve_until_signal, start_server
 from fedmesh.rpc.server import Readiness
 from fedmesh.services.alerting.alert_store import AlertStore
 from fedmesh.services.alerting.alertmanager_sink import AlertmanagerSink
+from fedmesh.services.alerting.batcher import IngestBatcher
 from fedmesh.services.alerting.board import AlertBoard
 from fedmesh.services.alerting.clock import Clock, wall_clock_ms
 from fedmesh.services.alerting.courier import Courier, SinkAlarm
@@ -104,6 +105,7 @@ async def build(
     stack.push_async_callback(http.aclose)
     sinks = build_sinks(settings, http)
     alerts = AlertStore(redis)
+    await alerts.index_inhibition_sources(lambda alert: rulebook.can_inhibit(alert.labels))
     silences = SilenceStore(redis)
     outbox = Outbox(redis)
     couriers: dict[str, Courier] = {}
@@ -117,7 +119,8 @@ async def build(
     )
     expiry = Expiry(alerts, silences, round(settings.retention_s * 1000))
     scheduler = Scheduler(expiry, notifier, alerts, clock, settings.tick_s)
-    intake = Intake(Drafter(rulebook), alerts, clock, metrics, on_change=scheduler.wake)
+    batcher = IngestBatcher(alerts, clock)
+    intake = Intake(Drafter(rulebook), batcher, clock, metrics, on_change=scheduler.wake)
     alarm = SinkAlarm(intake)
     for sink in sinks:
         couriers[sink.name] = Courier(sink, outbox, settings.retry, clock, alarm, metrics)

@@ -1,8 +1,11 @@
+import asyncio
+
 import pytest
 import redis.asyncio as aioredis
 
 from fedmesh.errors import FailedPrecondition, NotFound
 from fedmesh.services.alerting.alert_store import AlertStore
+from fedmesh.services.alerting.batcher import IngestBatcher
 from fedmesh.services.alerting.drafts import Drafter
 from fedmesh.services.alerting.model import AlertState, Event
 from fedmesh.services.alerting.rulebook import RuleBook
@@ -156,3 +159,51 @@ async def test_prune_keeps_resolved_alerts_still_owed_to_their_group(
     await redis_client.delete(f"fm:{{alerting}}:group:{draft.group_key}:alerts")
     assert await store.prune(T0 + 10) == 1
     assert await store.get(draft.fingerprint) is None
+
+
+async def test_concurrent_calls_share_round_trips_and_count_every_event(
+    redis_client: aioredis.Redis, rulebook: RuleBook
+) -> None:
+    store = AlertStore(redis_client)
+    batcher = IngestBatcher(store, lambda: T0)
+    draft = Drafter(rulebook).from_event(stale(), T0)
+
+    results = await asyncio.gather(*(batcher.ingest([draft]) for _ in range(300)))
+
+    counts = sorted(r[0].count for r in results)
+    assert counts == list(range(1, 301))
+    assert sum(r[0].changed for r in results) == 1
+    alert = await store.get(draft.fingerprint)
+    assert alert is not None
+    assert alert.count == 300
+    assert (await store.stats())["events_received"] == 300
+
+
+async def test_a_run_mixing_actions_keeps_their_order(
+    redis_client: aioredis.Redis, rulebook: RuleBook
+) -> None:
+    store, drafter = AlertStore(redis_client), Drafter(rulebook)
+    fire, resolve = drafter.from_event(stale(), T0), drafter.from_event(stale(resolve=True), T0)
+
+    results = await store.ingest_many([fire, fire, resolve, resolve, fire], T0, [True] * 5)
+
+    assert [(r.state, r.count, r.changed) for r in results] == [
+        (AlertState.FIRING, 1, True),
+        (AlertState.FIRING, 2, False),
+        (AlertState.RESOLVED, 2, True),
+        (AlertState.RESOLVED, 2, False),
+        (AlertState.FIRING, 1, True),
+    ]
+    assert (await store.stats())["events_received"] == 5
+
+
+async def test_uncounted_drafts_are_not_received_events(
+    redis_client: aioredis.Redis, rulebook: RuleBook
+) -> None:
+    store, drafter = AlertStore(redis_client), Drafter(rulebook)
+    drafts = [drafter.from_event(stale(node), T0) for node in ("n1", "n2", "n3")]
+
+    await store.ingest_many(drafts, T0, [True, False, False])
+
+    assert await store.count(AlertState.FIRING) == 3
+    assert (await store.stats())["events_received"] == 1

@@ -7,6 +7,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from fedmesh.services.alerting.alert_store import AlertStore
+from fedmesh.services.alerting.batcher import IngestBatcher
 from fedmesh.services.alerting.courier import Courier, RetryPolicy, SinkAlarm, backoff_s
 from fedmesh.services.alerting.drafts import Drafter
 from fedmesh.services.alerting.intake import Intake
@@ -73,7 +74,9 @@ def courier(
     redis: aioredis.Redis, rulebook: RuleBook, sink: FlakySink, clock: Clock, **policy: float
 ) -> tuple[Courier, AlertStore]:
     alerts = AlertStore(redis)
-    intake = Intake(Drafter(rulebook), alerts, clock, AlertingMetrics(), on_change=lambda: None)
+    intake = Intake(
+        Drafter(rulebook), IngestBatcher(alerts, clock), clock, AlertingMetrics(), lambda: None
+    )
     settings = {"base_s": 1.0, "max_s": 8.0, "unhealthy_after": 3, **policy}
     return (
         Courier(

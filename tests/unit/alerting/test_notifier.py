@@ -1,9 +1,12 @@
 """Grouping, silences, inhibition and restarts, driven by a manual clock over a real Redis."""
 
+from dataclasses import replace
+
 import pytest
 import redis.asyncio as aioredis
 
 from fedmesh.services.alerting.alert_store import AlertStore
+from fedmesh.services.alerting.batcher import IngestBatcher
 from fedmesh.services.alerting.drafts import Drafter
 from fedmesh.services.alerting.expiry import Expiry
 from fedmesh.services.alerting.intake import Intake
@@ -51,7 +54,11 @@ class Service:
             redis, rulebook, self.alerts, self.silences, ["log"], on_queued=self.woken.append
         )
         self.intake = Intake(
-            Drafter(rulebook), self.alerts, clock, AlertingMetrics(), on_change=lambda: None
+            Drafter(rulebook),
+            IngestBatcher(self.alerts, clock),
+            clock,
+            AlertingMetrics(),
+            on_change=lambda: None,
         )
         self.expiry = Expiry(self.alerts, self.silences, retention_ms=HOUR)
         self.clock = clock
@@ -227,3 +234,41 @@ async def test_a_restart_keeps_alerts_groups_silences_and_what_was_notified(
     assert sorted(sent(resumed)[0]) == [("n1", "firing"), ("n2", "firing")]
     assert await after.flush() == []
     assert (await after.outbox.counters("log")).queued == 2
+
+
+async def test_inhibition_sources_are_reindexed_for_the_rules_in_force(
+    redis_client: aioredis.Redis, rulebook: RuleBook, clock: ManualClock
+) -> None:
+    without_rules = replace(rulebook, inhibit_rules=())
+    before = Service(redis_client, without_rules, clock)
+    partition = await before.intake.emit(Event("mesh_partition", "mesh", {"region": "r1"}))
+    await before.stale("n1", region="r1")
+
+    after = Service(redis_client, rulebook, clock)
+    unindexed = await after.alerts.inhibition_sources()
+    await after.alerts.index_inhibition_sources(lambda a: rulebook.can_inhibit(a.labels))
+    clock.advance(WAIT)
+    notifications = await after.flush()
+
+    assert unindexed == []
+    assert [a.fingerprint for a in await after.alerts.inhibition_sources()] == [
+        partition.fingerprint
+    ]
+    assert {n.alerts[0].name for n in notifications} == {"MeshPartition"}
+
+
+async def test_the_sweep_prunes_what_outlived_the_retention_at_most_once_a_minute(
+    redis_client: aioredis.Redis, rulebook: RuleBook, clock: ManualClock
+) -> None:
+    svc = Service(redis_client, rulebook, clock)
+    await svc.silences.create([parse_matcher("alertname=X")], 1, "oncall", "", clock())
+    clock.advance(HOUR - 30_000)
+    await svc.expiry.sweep(clock())  # prunes now; the silence is not old enough yet
+    clock.advance(32_000)  # old enough, but the last prune was 32 s ago
+    await svc.expiry.sweep(clock())
+    kept = len(await svc.silences.all())
+    clock.advance(30_000)
+    await svc.expiry.sweep(clock())
+
+    assert kept == 1
+    assert await svc.silences.all() == []
