@@ -1,6 +1,6 @@
 """Load and validate a rule file (YAML) into a :class:`RuleBook`.
 
-The format is documented in docs/alerting.md; ``rules/default.yaml`` ships in
+The format is documented in docs/alerting.md; ``default_rules.yaml`` ships in
 the package. Anything wrong is refused at start with its line and the reason.
 """
 
@@ -38,17 +38,19 @@ _DEFAULT_GROUP_WAIT_MS = 30_000
 _DEFAULT_GROUP_INTERVAL_MS = 5 * 60_000
 _DEFAULT_REPEAT_INTERVAL_MS = 4 * 3_600_000
 _ROUTE_TIMERS = ("group_wait", "group_interval", "repeat_interval")
+DEFAULT_RULES = "default_rules.yaml"
+"""The packaged rule file, at the package's top level so ``*.yaml`` package data ships it."""
 
 
 def default_rules_text() -> str:
     """The rule file shipped in the package."""
-    return resources.files("fedmesh.services.alerting").joinpath("rules/default.yaml").read_text()
+    return resources.files("fedmesh.services.alerting").joinpath(DEFAULT_RULES).read_text()
 
 
 def load_rulebook(path: Path | None = None) -> RuleBook:
     """The rules of ``path``, or the packaged defaults when ``path`` is None."""
     if path is None:
-        return parse_rulebook(default_rules_text(), "rules/default.yaml (packaged)")
+        return parse_rulebook(default_rules_text(), f"{DEFAULT_RULES} (packaged)")
     try:
         text = path.read_text()
     except OSError as exc:

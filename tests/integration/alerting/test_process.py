@@ -48,7 +48,7 @@ async def test_the_service_process_serves_and_stops_on_sigterm(redis_url: str) -
 
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     assert len(result.fingerprint) == 16
-    assert status.rules_source == "rules/default.yaml (packaged)"
+    assert status.rules_source == "default_rules.yaml (packaged)"
     assert code == 0
 
 

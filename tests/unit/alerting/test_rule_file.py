@@ -45,7 +45,7 @@ def test_the_packaged_rules_cover_every_event_the_services_emit() -> None:
     assert set(rules.events) == EMITTED_KINDS
     assert rules.events["run_finished"].severity is Severity.INFO
     assert rules.events["privacy_budget_exhausted"].severity is Severity.CRITICAL
-    assert rules.source == "rules/default.yaml (packaged)"
+    assert rules.source == "default_rules.yaml (packaged)"
     assert len(rules.inhibit_rules) == 4
 
 
