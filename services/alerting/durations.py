@@ -23,15 +23,3 @@ def parse_duration_ms(text: str) -> int:
     return sum(
         int(n) * _UNITS_MS[unit] for n, unit in zip(match.groups(), _ORDER, strict=True) if n
     )
-
-
-def format_duration_ms(ms: int) -> str:
-    """The shortest Prometheus-style spelling of ``ms`` (``0s`` for zero)."""
-    if ms == 0:
-        return "0s"
-    parts = []
-    for unit in _ORDER:
-        count, ms = divmod(ms, _UNITS_MS[unit])
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)

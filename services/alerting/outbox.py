@@ -131,8 +131,3 @@ class Outbox:
             next_attempt_unix_ms=int(fields.get("next_attempt_ms", 0)),
             queued=int(queued),
         )
-
-    async def dead_letters(self, sink: str) -> list[Notification]:
-        """The notifications ``sink`` never took, newest first."""
-        raws = await self._redis.lrange(keys.dead_letter_key(sink), 0, -1)
-        return [Notification.from_json(str(raw)) for raw in raws]

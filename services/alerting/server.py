@@ -18,8 +18,7 @@ from prometheus_client import start_http_server
 from fedmesh.errors import InvalidArgument
 from fedmesh.proto.alerting.v1 import alerting_pb2 as pb
 from fedmesh.proto.alerting.v1 import alerting_pb2_grpc as pb_grpc
-from fedmesh.rpc import ServiceBinding, serve_until_signal, start_server
-from fedmesh.rpc.server import Readiness
+from fedmesh.rpc import ServiceBinding, redis_probe, serve_until_signal, start_server
 from fedmesh.services.alerting.alert_store import AlertStore
 from fedmesh.services.alerting.alertmanager_sink import AlertmanagerSink
 from fedmesh.services.alerting.batcher import IngestBatcher
@@ -131,7 +130,9 @@ async def build(
     for courier in couriers.values():
         _background(stack, courier)
     board = AlertBoard(rulebook, alerts, silences, outbox, sinks, settings.retry, clock, notifier)
-    servicer = AlertingServicer(intake, board, alerts, silences, feed, clock)
+    servicer = AlertingServicer(
+        intake, board, alerts, silences, feed, clock, tls_required=settings.common.tls is not None
+    )
     log.info(
         "alerting rules loaded",
         extra={"fields": {"rules": rulebook.source, "sinks": [s.target for s in sinks]}},
@@ -141,15 +142,6 @@ async def build(
         pb_grpc.add_AlertingServiceServicer_to_server(servicer, server)
 
     return [ServiceBinding(SERVICE_NAME, register)]
-
-
-def readiness(redis: aioredis.Redis) -> Readiness:
-    """Ready while Redis answers PING."""
-
-    async def ready() -> bool:
-        return bool(await redis.ping())
-
-    return ready
 
 
 async def serve(settings: AlertingSettings) -> None:
@@ -179,7 +171,7 @@ async def serve(settings: AlertingSettings) -> None:
             bindings,
             address=settings.common.listen,
             tls=settings.common.tls,
-            readiness=readiness(redis),
+            readiness=redis_probe(redis),
         )
         log.info("alerting listening", extra={"fields": {"port": running.port}})
         if settings.common.listen.endswith(":0"):

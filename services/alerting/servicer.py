@@ -1,16 +1,25 @@
-"""The RPC edge of the alerting service: translate, validate, delegate."""
+"""The RPC edge of the alerting service: translate, validate, authorize, delegate.
+
+With mTLS, callers are known by their SPIFFE IDs, matched exactly: a node
+reports anomalies only as itself, a service emits events only under its own
+name, and silences and acknowledgements come from an admin whose name is the
+one recorded. Reads are open to every authenticated caller.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
-from fedmesh.errors import InvalidArgument
+from fedmesh.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from fedmesh.proto.alerting.v1 import alerting_pb2 as pb
 from fedmesh.proto.alerting.v1 import alerting_pb2_grpc as pb_grpc
 from fedmesh.rpc import translate_errors
+from fedmesh.rpc.certs import spiffe_id
+from fedmesh.rpc.identity import peer_identity, require_identity
 from fedmesh.services.alerting import wire
 from fedmesh.services.alerting.alert_store import AlertStore, Ingested
 from fedmesh.services.alerting.board import AlertBoard, AlertView, Standing
@@ -49,6 +58,8 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         silences: SilenceStore,
         feed: AlertFeed,
         clock: Clock,
+        *,
+        tls_required: bool,
     ) -> None:
         self._intake = intake
         self._board = board
@@ -56,6 +67,29 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         self._silences = silences
         self._feed = feed
         self._clock = clock
+        self._tls_required = tls_required
+
+    def _acting_as(self, context: Context[Any, Any], kind: str, name: str) -> None:
+        """Refuse unless the caller is ``kind/name`` (nothing to check without an identity)."""
+        if self._tls_required or peer_identity(context) is not None:
+            require_identity(context, spiffe_id(kind, name), tls_required=self._tls_required)
+
+    def _admin(self, context: Context[Any, Any]) -> str | None:
+        """The calling admin's name; None in the dev profile without mTLS."""
+        identity = peer_identity(context)
+        if identity is None:
+            if self._tls_required:
+                raise Unauthenticated("this call needs a client certificate with a SPIFFE ID")
+            return None
+        name = identity.rpartition("/")[2]
+        require_identity(context, spiffe_id("admin", name), tls_required=self._tls_required)
+        return name
+
+    def _as_admin(self, context: Context[Any, Any], claimed: str, field: str) -> None:
+        """Refuse unless an admin calls and ``claimed`` (the recorded author) is that admin."""
+        admin = self._admin(context)
+        if admin is not None and claimed != admin:
+            raise PermissionDenied(f"{field} is {claimed!r} but the caller is admin {admin!r}")
 
     @translate_errors
     async def Emit(
@@ -64,7 +98,10 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         """Fire, re-fire or resolve the alert of one event."""
         if not request.HasField("event"):
             raise InvalidArgument("event is required")
-        result = await self._intake.emit(wire.event_from_pb(request.event))
+        event = wire.event_from_pb(request.event)
+        if event.source:
+            self._acting_as(context, "service", event.source)
+        result = await self._intake.emit(event)
         return pb.EmitResponse(
             fingerprint=result.fingerprint, state=_state(result), count=result.count
         )
@@ -82,6 +119,8 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
                 events.append(wire.event_from_pb(event))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"event {index} ({event.kind!r}): {exc}") from None
+        for source in {e.source for e in events if e.source}:
+            self._acting_as(context, "service", source)
         results = await self._intake.emit_batch(events)
         return pb.EmitBatchResponse(
             results=[
@@ -102,6 +141,8 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         context: Context[pb.ReportAnomalyRequest, pb.ReportAnomalyResponse],
     ) -> pb.ReportAnomalyResponse:
         """Fire the node's alert of the score's band (or resolve it below every band)."""
+        if request.node_id:
+            self._acting_as(context, "node", request.node_id)
         outcome = await self._intake.report_anomaly(wire.report_from_pb(request))
         return pb.ReportAnomalyResponse(
             fingerprint=outcome.fingerprint,
@@ -149,6 +190,7 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
     ) -> pb.CreateSilenceResponse:
         """Mute the alerts the matchers select for ``duration_s``."""
         matchers = [wire.matcher_from_pb(m) for m in request.matchers]
+        self._as_admin(context, request.created_by, "created_by")
         now = self._clock()
         silence = await self._silences.create(
             matchers, request.duration_s, request.created_by, request.comment, now
@@ -175,6 +217,7 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         """End a silence now."""
         if not request.id:
             raise InvalidArgument("id is required (the silence to expire)")
+        self._admin(context)
         now = self._clock()
         silence = await self._silences.expire(request.id, now)
         return pb.ExpireSilenceResponse(silence=wire.silence_to_pb(silence, now))
@@ -195,6 +238,7 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
             raise InvalidArgument(
                 f"by is required (who acknowledges), at most {_MAX_ACTOR_CHARS} characters"
             )
+        self._as_admin(context, request.by, "by")
         await self._alerts.acknowledge(request.fingerprint, request.by, self._clock())
         views = await self._board.views([request.fingerprint])
         return pb.AcknowledgeAlertResponse(alert=wire.alert_to_pb(views[0]))

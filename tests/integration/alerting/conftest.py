@@ -160,7 +160,10 @@ async def start_alerting(
             everything.push_async_callback(stack.aclose)
             redis = connect(redis_url)
             stack.push_async_callback(redis.aclose)
-            running = await start_server(await build(AlertingSettings.from_env(), redis, stack))
+            settings = AlertingSettings.from_env()
+            running = await start_server(
+                await build(settings, redis, stack), tls=settings.common.tls
+            )
             stack.push_async_callback(running.stop, 0)
             channel = open_channel(f"127.0.0.1:{running.port}", default_timeout=10)
             stack.push_async_callback(channel.close)
