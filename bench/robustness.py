@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sklearn.datasets import load_digits
+
 from fedmesh.aggregation import (
     InsufficientUpdatesError,
     Rule,
@@ -40,7 +42,6 @@ from fedmesh.aggregation.attacks import (
     scaling,
     sign_flip,
 )
-from sklearn.datasets import load_digits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLIENTS = 25
@@ -182,7 +183,7 @@ def rule_specs(bucket_size: int) -> dict[str, RuleSpec]:
 def run_grid(
     seeds: list[int], rounds: int, progress: Callable[[str], None]
 ) -> dict[str, dict[str, dict[str, dict[str, float | None]]]]:
-    """Mean accuracy per momentum setting, bucketing setting, rule and attack (None: n too small)."""
+    """Mean accuracy per momentum, bucketing, rule and attack (None: too few for the rule)."""
     federations = {seed: split_non_iid(seed) for seed in seeds}
     table: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {}
     for momentum in (0.0, MOMENTUM):

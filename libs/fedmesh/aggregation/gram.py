@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedmesh.aggregation.source import UpdateSource, require_finite
+from fedmesh.aggregation.source import TensorSource, UpdateSource, require_finite
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,9 @@ def combine(
     """Σ_i coefficients_i x_i (+ offset·reference), assembled block by block, float32."""
     out = torch.empty(source.m, dtype=torch.float32, device=source.device)
     weights = coefficients.to(device=source.device, dtype=torch.float32)
+    if isinstance(source, TensorSource):
+        # A product that reads every value once gains nothing from blocks in memory.
+        block_size = source.m
     for start, block in source.iter_blocks(block_size):
         target = out[start : start + block.shape[1]]
         torch.mv(block.T, weights, out=target)

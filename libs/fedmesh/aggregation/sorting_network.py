@@ -54,55 +54,40 @@ def pruned_steps(n: int, ranks: tuple[int, ...]) -> tuple[Step, ...]:
 class OrderStatistics:
     """Computes chosen ranks (0 = smallest) of every column of n×b blocks.
 
-    The network runs in one (n+1)×b buffer, allocated once for blocks of up to
-    `block_size` columns. Which buffer row ends up holding which rank does not
-    depend on the data, so `slots` is fixed; the rows `select` returns are views
-    into the buffer, valid until the next call.
+    The network reads the block's rows where they are and writes its outputs
+    into n+1 buffer rows, allocated once for blocks of up to `block_size`
+    columns; the rows `select` returns are valid until the next call.
     """
 
-    def __init__(self, n: int, ranks: Sequence[int], block_size: int, device: torch.device) -> None:
+    def __init__(
+        self, n: int, ranks: Sequence[int], block_size: int, device: torch.device
+    ) -> None:
         bad = [r for r in ranks if not 0 <= r < n]
         if bad:
             raise ValueError(f"ranks must lie in 0..{n - 1}, got {bad[0]}")
         self._ranks = tuple(ranks)
         self._steps = pruned_steps(n, tuple(sorted(set(ranks))))
         self._buffer = torch.empty(n + 1, block_size, dtype=torch.float32, device=device)
-        self.slots = _final_slots(n, self._steps, self._ranks)
-
-    def buffer(self, width: int) -> torch.Tensor:
-        """The (n+1)×width buffer; after `select`, rank `ranks[k]` is in row `slots[k]`."""
-        return self._buffer[:, :width]
 
     def select(self, block: torch.Tensor) -> list[torch.Tensor]:
         """The requested ranks of every column of `block` (n×b), one row per rank."""
         width = block.shape[1]
-        buffer = self._buffer[:, :width]
-        buffer[:-1].copy_(block)
-        rows = list(buffer.unbind(0))
-        spare = rows.pop()
+        # A wire holds a row of the block (never written) until a comparator first
+        # writes it; from then on it holds a buffer row, reused in place.
+        free = list(self._buffer[:, :width].unbind(0))
+        rows = list(block.unbind(0))
+        owned = [False] * len(rows)
         for low, high, need_low, need_high in self._steps:
             x, y = rows[low], rows[high]
-            if need_low and need_high:
-                torch.minimum(x, y, out=spare)
-                torch.maximum(x, y, out=y)
-                rows[low], spare = spare, x
-            elif need_low:
-                torch.minimum(x, y, out=spare)
-                rows[low], spare = spare, x
-            else:
-                torch.maximum(x, y, out=spare)
-                rows[high], spare = spare, y
+            if need_low:
+                smaller = free.pop()
+                torch.minimum(x, y, out=smaller)
+            if need_high:
+                larger = y if owned[high] else free.pop()
+                torch.maximum(x, y, out=larger)
+                rows[high], owned[high] = larger, True
+            if need_low:
+                if owned[low]:
+                    free.append(x)
+                rows[low], owned[low] = smaller, True
         return [rows[r] for r in self._ranks]
-
-
-def _final_slots(n: int, steps: tuple[Step, ...], ranks: tuple[int, ...]) -> tuple[int, ...]:
-    # Replays `select` on buffer-row numbers instead of data.
-    rows = list(range(n))
-    spare = n
-    for low, high, need_low, _ in steps:
-        x, y = rows[low], rows[high]
-        if need_low:
-            rows[low], spare = spare, x
-        else:
-            rows[high], spare = spare, y
-    return tuple(rows[r] for r in ranks)

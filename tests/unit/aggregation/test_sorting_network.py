@@ -55,17 +55,6 @@ def test_select_leaves_the_input_block_untouched() -> None:
     assert torch.equal(block, original)
 
 
-def test_slots_name_the_buffer_rows_holding_each_rank() -> None:
-    block = torch.randn(9, 16)
-    statistics = OrderStatistics(9, range(9), 16, block.device)
-
-    rows = statistics.select(block)
-
-    buffer = statistics.buffer(16)
-    for row, slot in zip(rows, statistics.slots, strict=True):
-        assert torch.equal(buffer[slot], row)
-
-
 def test_pruning_drops_comparators_that_no_requested_rank_needs() -> None:
     full = comparators(25)
 
