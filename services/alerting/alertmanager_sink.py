@@ -1,6 +1,7 @@
 """Alertmanager v2: ``POST /api/v2/alerts`` (labels, annotations, startsAt, endsAt, generatorURL).
 
-A firing alert is posted with an ``endsAt`` beyond the group's next repeat, so
+A firing alert is posted with an ``endsAt`` beyond the group's next repeat
+(counted from the delivery, which may come late after an outage), so
 Alertmanager keeps it firing until we say otherwise (as Prometheus does with
 its resend horizon) yet resolves it by itself if this service disappears. A
 resolved alert is posted with its real end, which ends it in Alertmanager.
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from fedmesh.services.alerting.clock import Clock
 from fedmesh.services.alerting.model import AlertState
 from fedmesh.services.alerting.notification import Notification, NotifiedAlert
 from fedmesh.services.alerting.sinks import post_json, redact_url, rfc3339
@@ -21,11 +23,11 @@ HORIZON_SLACK_MS = 5 * 60_000
 
 
 def postable_alert(
-    alert: NotifiedAlert, notification: Notification, generator_url: str
+    alert: NotifiedAlert, notification: Notification, generator_url: str, now_ms: int
 ) -> dict[str, Any]:
-    """One alert in the shape of Alertmanager's ``postableAlert``."""
+    """One alert in the shape of Alertmanager's ``postableAlert``, delivered at ``now_ms``."""
     if alert.status is AlertState.FIRING:
-        ends = notification.created_unix_ms + notification.repeat_interval_ms + HORIZON_SLACK_MS
+        ends = now_ms + notification.repeat_interval_ms + HORIZON_SLACK_MS
     else:
         ends = alert.ends_unix_ms
     return {
@@ -40,10 +42,13 @@ def postable_alert(
 class AlertmanagerSink:
     """Posts each notification's alerts to an Alertmanager."""
 
-    def __init__(self, url: str, client: httpx.AsyncClient, external_url: str) -> None:
+    def __init__(
+        self, url: str, client: httpx.AsyncClient, external_url: str, clock: Clock
+    ) -> None:
         self._endpoint = url.rstrip("/") + "/api/v2/alerts"
         self._client = client
         self._external_url = external_url.rstrip("/")
+        self._clock = clock
 
     @property
     def name(self) -> str:
@@ -57,8 +62,9 @@ class AlertmanagerSink:
 
     async def send(self, notification: Notification) -> None:
         """POST the alerts (firing and resolved) in one request."""
+        now = self._clock()
         payload = [
-            postable_alert(a, notification, f"{self._external_url}/alerts/{a.fingerprint}")
+            postable_alert(a, notification, f"{self._external_url}/alerts/{a.fingerprint}", now)
             for a in notification.alerts
         ]
         await post_json(self._client, self._endpoint, payload)

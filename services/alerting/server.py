@@ -48,11 +48,13 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AlertingService"].full_name
 
 
-def build_sinks(settings: AlertingSettings, http: httpx.AsyncClient) -> list[Sink]:
+def build_sinks(settings: AlertingSettings, http: httpx.AsyncClient, clock: Clock) -> list[Sink]:
     """The log sink, plus Alertmanager and the webhook where their URLs are set."""
     sinks: list[Sink] = [LogSink()]
     if settings.alertmanager_url:
-        sinks.append(AlertmanagerSink(settings.alertmanager_url, http, settings.external_url))
+        sinks.append(
+            AlertmanagerSink(settings.alertmanager_url, http, settings.external_url, clock)
+        )
     if settings.webhook_url:
         sinks.append(
             WebhookSink(settings.webhook_url, http, settings.external_url, settings.webhook_token)
@@ -102,7 +104,7 @@ async def build(
     metrics = metrics or AlertingMetrics()
     http = httpx.AsyncClient(timeout=settings.http_timeout_s)
     stack.push_async_callback(http.aclose)
-    sinks = build_sinks(settings, http)
+    sinks = build_sinks(settings, http, clock)
     alerts = AlertStore(redis)
     await alerts.index_inhibition_sources(lambda alert: rulebook.can_inhibit(alert.labels))
     silences = SilenceStore(redis)

@@ -75,14 +75,15 @@ def test_webhook_payload_is_alertmanagers_webhook_format_plus_our_fields() -> No
 
 
 def test_alertmanager_keeps_firing_alerts_past_the_next_repeat_and_ends_resolved_ones() -> None:
-    firing = postable_alert(NOTIFICATION.alerts[0], NOTIFICATION, "http://x/alerts/1")
-    resolved = postable_alert(NOTIFICATION.alerts[1], NOTIFICATION, "http://x/alerts/2")
+    delivered = T0 + 7_200_000  # two hours late, after an outage
+    firing = postable_alert(NOTIFICATION.alerts[0], NOTIFICATION, "http://x/alerts/1", delivered)
+    resolved = postable_alert(NOTIFICATION.alerts[1], NOTIFICATION, "http://x/alerts/2", delivered)
 
     assert firing == {
         "labels": {"alertname": "NodeStale", "region": "r1", "node": "n1"},
         "annotations": {"summary": "Node n1 is stale", "runbook": "docs/alerting.md"},
         "startsAt": rfc3339(T0),
-        "endsAt": rfc3339(T0 + 2000 + 3_600_000 + HORIZON_SLACK_MS),
+        "endsAt": rfc3339(delivered + 3_600_000 + HORIZON_SLACK_MS),
         "generatorURL": "http://x/alerts/1",
     }
     assert resolved["endsAt"] == rfc3339(T0 + 1000)
