@@ -48,6 +48,9 @@ async def _run(
     from fedmesh.mesh import FaultRates, MeshConfig, simulate, split_regions
     from fedmesh.rpc import open_channel
 
+    import torch
+
+    torch.set_num_threads(1)  # a node shares its CPU with the mesh software it watches
     settings = CommonSettings.from_env()
     config = MeshConfig(num_nodes=mesh_nodes, faults=FaultRates(onset_rate=rate))
     series = await asyncio.to_thread(simulate, config, steps, seed)

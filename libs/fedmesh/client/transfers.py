@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
 from fedmesh.client.aggregator import AggregatorClient
@@ -16,9 +18,15 @@ from fedmesh.rpc.tls import TlsFiles
 class ModelTransfers:
     """The node's registry client and one aggregator client per address it is sent to."""
 
-    def __init__(self, registry: RegistryClient, tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self,
+        registry: RegistryClient,
+        tls: TlsFiles | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> None:
         self._registry = registry
         self._tls = tls
+        self._interceptors = interceptors
         self._aggregators: dict[str, tuple[grpc.aio.Channel, AggregatorClient]] = {}
 
     async def download(self, model: common.ModelRef) -> bytes:
@@ -42,7 +50,9 @@ class ModelTransfers:
 
     def _aggregator(self, address: str) -> AggregatorClient:
         if address not in self._aggregators:
-            channel = open_channel(address, tls=self._tls, default_timeout=300.0)
+            channel = open_channel(
+                address, tls=self._tls, default_timeout=300.0, interceptors=self._interceptors
+            )
             self._aggregators[address] = (channel, AggregatorClient(channel))
         return self._aggregators[address][1]
 

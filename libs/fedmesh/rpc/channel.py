@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -91,18 +91,25 @@ class DefaultDeadline(
 
 
 def open_channel(
-    address: str, *, tls: TlsFiles | None = None, default_timeout: float = DEFAULT_TIMEOUT_S
+    address: str,
+    *,
+    tls: TlsFiles | None = None,
+    default_timeout: float = DEFAULT_TIMEOUT_S,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
-    """An aio channel to ``address`` with tracing, default deadlines and the retry policy."""
+    """An aio channel to ``address`` with tracing, default deadlines and the retry policy.
+
+    ``interceptors`` run after the standard ones (tests use them to watch the wire).
+    """
     options = [
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.enable_retries", 1),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
-    interceptors = [DefaultDeadline(default_timeout), *aio_client_interceptors()]
+    chain = [DefaultDeadline(default_timeout), *aio_client_interceptors(), *interceptors]
     if tls is None:
-        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=chain)
     return grpc.aio.secure_channel(
-        address, tls.channel_credentials(), options=options, interceptors=interceptors
+        address, tls.channel_credentials(), options=options, interceptors=chain
     )
