@@ -40,6 +40,8 @@ def node(
 async def _run(
     node_id: str, index: int, regions: int, mesh_nodes: int, steps: int, rate: float, seed: int
 ) -> None:
+    import torch
+
     from fedmesh.client.agent import NodeAgent
     from fedmesh.client.coordinator import CoordinatorClient
     from fedmesh.client.local_data import region_data
@@ -47,8 +49,6 @@ async def _run(
     from fedmesh.client.transfers import ModelTransfers
     from fedmesh.mesh import FaultRates, MeshConfig, simulate, split_regions
     from fedmesh.rpc import open_channel
-
-    import torch
 
     torch.set_num_threads(1)  # a node shares its CPU with the mesh software it watches
     settings = CommonSettings.from_env()
