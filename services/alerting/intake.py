@@ -45,7 +45,7 @@ def _identity(event: Event) -> tuple[object, ...]:
 
 
 class Intake:
-    """Applies the rules to what services and nodes report, one Redis round trip each."""
+    """Applies the rules to what services and nodes report; concurrent calls share round trips."""
 
     def __init__(
         self,

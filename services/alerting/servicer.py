@@ -26,7 +26,7 @@ from fedmesh.services.alerting.board import AlertBoard, AlertView, Standing
 from fedmesh.services.alerting.clock import Clock
 from fedmesh.services.alerting.feed import AlertFeed
 from fedmesh.services.alerting.intake import Intake
-from fedmesh.services.alerting.model import Severity
+from fedmesh.services.alerting.model import AlertState, Severity
 from fedmesh.services.alerting.silences import SilenceStore
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
@@ -40,7 +40,7 @@ Context = grpc.aio.ServicerContext
 def _state(result: Ingested) -> pb.AlertState.ValueType:
     if result.state is None:
         return pb.ALERT_STATE_UNSPECIFIED
-    return pb.ALERT_STATE_FIRING if result.state.value == "firing" else pb.ALERT_STATE_RESOLVED
+    return pb.ALERT_STATE_FIRING if result.state is AlertState.FIRING else pb.ALERT_STATE_RESOLVED
 
 
 def _at_least(view: AlertView, severity: Severity | None) -> bool:
