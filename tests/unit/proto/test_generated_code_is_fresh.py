@@ -14,7 +14,8 @@ COMMITTED = ROOT / "libs" / "fedmesh" / "proto"
 
 def _generator() -> object:
     spec = importlib.util.spec_from_file_location("generate", ROOT / "protos" / "generate.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
