@@ -44,7 +44,7 @@ class AggregationResult:
 
     @property
     def excluded(self) -> tuple[int, ...]:
-        """Indices of the updates that had no part in the aggregate."""
+        """Indices of the updates the rule excluded (see `UpdateEvidence.excluded`)."""
         return tuple(e.index for e in self.evidence if e.excluded)
 
     @property
