@@ -59,9 +59,7 @@ class OrderStatistics:
     columns; the rows `select` returns are valid until the next call.
     """
 
-    def __init__(
-        self, n: int, ranks: Sequence[int], block_size: int, device: torch.device
-    ) -> None:
+    def __init__(self, n: int, ranks: Sequence[int], block_size: int, device: torch.device) -> None:
         bad = [r for r in ranks if not 0 <= r < n]
         if bad:
             raise ValueError(f"ranks must lie in 0..{n - 1}, got {bad[0]}")
