@@ -1,11 +1,12 @@
 """Aggregation speed: every fedmesh rule against Flower's and ByzFL's on the same arrays.
 
-Run: .venv/bin/python bench/aggregation.py [--n 25 --m 1000000 --f 5] [--device cuda]
+Run: .venv/bin/python bench/aggregation.py [--n 25 --m 1000000 --f 5] [--threads 2] [--device cuda]
 
 The peers run in their own virtualenv (bench/peers/.venv, created from
 bench/peers/requirements.txt when missing) in a subprocess that loads the same
 arrays from a temporary .npy file. Prints one JSON line and writes
-bench/results/aggregation.md (aggregation-cuda.md for a GPU run).
+bench/results/aggregation.md (aggregation-cuda.md for a GPU run,
+aggregation-Nthreads.md for N threads).
 """
 
 from __future__ import annotations
@@ -346,7 +347,10 @@ def main() -> None:
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--rounds", type=int, default=2, help="turns taken by each side")
     parser.add_argument(
-        "--threads", type=int, default=os.cpu_count() or 1, help="torch/BLAS threads, both sides"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch/BLAS threads on both sides (1: steady on a shared machine)",
     )
     parser.add_argument(
         "--peer-worker", nargs=2, metavar=("NPY", "OUTPUTS"), help=argparse.SUPPRESS
@@ -432,7 +436,11 @@ def main() -> None:
         "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     RESULTS.mkdir(exist_ok=True)
-    name = "aggregation.md" if args.device == "cpu" else "aggregation-cuda.md"
+    name = "aggregation.md"
+    if args.device != "cpu":
+        name = f"aggregation-{args.device.split(':')[0]}.md"
+    elif args.threads != 1:
+        name = f"aggregation-{args.threads}threads.md"
     (RESULTS / name).write_text(markdown(summary))
     print(json.dumps(summary))
 
