@@ -13,7 +13,6 @@ from prometheus_client import start_http_server
 
 from fedmesh.client.registry import RegistryClient
 from fedmesh.errors import InvalidArgument
-from fedmesh.proto.aggregator.v1 import aggregator_pb2_grpc as pb_grpc
 from fedmesh.rpc import ServiceBinding, open_channel, serve_until_signal, start_server
 from fedmesh.services.aggregator.base_model import BaseManifests
 from fedmesh.services.aggregator.central_privacy import CentralPrivacy
@@ -22,7 +21,7 @@ from fedmesh.services.aggregator.reconcile import reconcile
 from fedmesh.services.aggregator.registry_link import RegistryModels
 from fedmesh.services.aggregator.results import RoundResults
 from fedmesh.services.aggregator.round_aggregation import RoundAggregator
-from fedmesh.services.aggregator.servicer import SERVICE_NAME, AggregatorServicer
+from fedmesh.services.aggregator.servicer import SERVICE_NAME, AggregatorServicer, add_to_server
 from fedmesh.services.aggregator.settings import AggregatorSettings
 from fedmesh.services.aggregator.spool import UpdateSpool
 from fedmesh.services.aggregator.submission import UpdateIntake
@@ -83,7 +82,7 @@ async def build(
     )
 
     def register(server: grpc.aio.Server) -> None:
-        pb_grpc.add_AggregatorServiceServicer_to_server(servicer, server)
+        add_to_server(servicer, server)
 
     return [ServiceBinding(SERVICE_NAME, register)]
 

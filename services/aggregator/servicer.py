@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
 
+import grpc
+
+from fedmesh.client.aggregator import UPLOAD_ADMITTED
 from fedmesh.errors import FedmeshError
 from fedmesh.proto.aggregator.v1 import aggregator_pb2 as pb
 from fedmesh.proto.aggregator.v1 import aggregator_pb2_grpc as pb_grpc
@@ -13,35 +18,85 @@ from fedmesh.services.aggregator.metrics import AggregatorMetrics
 from fedmesh.services.aggregator.round_aggregation import AggregationRequest, RoundAggregator
 from fedmesh.services.aggregator.spool import UpdateSpool
 from fedmesh.services.aggregator.submission import UpdateIntake
+from fedmesh.services.aggregator.update import Chunk
 from fedmesh.services.aggregator.validation import InvalidUpdate
+from fedmesh.services.aggregator.wire import SubmitItem, parse_submit_request
 from fedmesh.telemetry import context_from_carrier, tracer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AggregatorService"].full_name
 _tracer = tracer(__name__)
 
 
-async def _read_header(requests: AsyncIterator[pb.SubmitUpdateRequest]) -> pb.UpdateHeader:
+async def _read_header(requests: AsyncIterator[SubmitItem]) -> pb.UpdateHeader:
     try:
         first = await anext(requests)
     except StopAsyncIteration:
         raise InvalidUpdate(
             "malformed_stream", "SubmitUpdate stream is empty; expected a header, then chunks"
         ) from None
-    if first.WhichOneof("item") != "header":
+    if isinstance(first, memoryview) or first.WhichOneof("item") == "chunk":
         raise InvalidUpdate(
             "malformed_stream", "SubmitUpdate stream starts with a chunk; expected the header first"
+        )
+    if first.WhichOneof("item") is None:
+        raise InvalidUpdate(
+            "malformed_stream",
+            "SubmitUpdate stream starts with an empty message; expected the header first",
         )
     return first.header
 
 
-async def _chunks(requests: AsyncIterator[pb.SubmitUpdateRequest]) -> AsyncIterator[bytes]:
-    async for request in requests:
-        if request.WhichOneof("item") != "chunk":
+async def _chunks(requests: AsyncIterator[SubmitItem]) -> AsyncIterator[Chunk]:
+    async for item in requests:
+        if isinstance(item, memoryview):
+            yield item
+        elif item.WhichOneof("item") == "chunk":
+            yield item.chunk
+        elif item.WhichOneof("item") == "header":
             raise InvalidUpdate(
                 "malformed_stream",
                 "SubmitUpdate stream carries a second header; expected only chunks after the first",
             )
-        yield request.chunk
+        else:
+            raise InvalidUpdate(
+                "malformed_stream",
+                "SubmitUpdate stream carries an empty message; expected only chunks after the "
+                "header",
+            )
+
+
+async def _drain(requests: AsyncIterator[SubmitItem], limit: int) -> None:
+    # A sender refused mid-stream is still writing; reading the rest of what it
+    # announced lets it receive the real status instead of a failed write.
+    drained = 0
+    with contextlib.suppress(Exception):
+        async for item in requests:
+            drained += len(item) if isinstance(item, memoryview) else item.ByteSize()
+            if drained > limit:
+                return
+
+
+def add_to_server(servicer: AggregatorServicer, server: grpc.aio.Server) -> None:
+    """Register the servicer, SubmitUpdate with the zero-copy chunk parser."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "SubmitUpdate": grpc.stream_unary_rpc_method_handler(
+            servicer.SubmitUpdate,
+            request_deserializer=parse_submit_request,
+            response_serializer=pb.SubmitUpdateResponse.SerializeToString,
+        ),
+        "AggregateRound": grpc.unary_unary_rpc_method_handler(
+            servicer.AggregateRound,
+            request_deserializer=pb.AggregateRoundRequest.FromString,
+            response_serializer=pb.AggregateRoundResponse.SerializeToString,
+        ),
+        "GetStatus": grpc.unary_unary_rpc_method_handler(
+            servicer.GetStatus,
+            request_deserializer=pb.GetStatusRequest.FromString,
+            response_serializer=pb.GetStatusResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
@@ -61,9 +116,16 @@ class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
 
     @translate_errors
     async def SubmitUpdate(
-        self, request_iterator: AsyncIterable[pb.SubmitUpdateRequest], context: object
+        self,
+        request_iterator: AsyncIterable[SubmitItem],
+        context: grpc.aio.ServicerContext[SubmitItem, pb.SubmitUpdateResponse],
     ) -> pb.SubmitUpdateResponse:
-        """Receive one update: header first, then the payload's chunks."""
+        """Receive one update: header first, then the payload's chunks.
+
+        Once the header passes every check, initial metadata ``fedmesh-upload:
+        admitted`` tells the sender to stream; a refusal or a duplicate ends the
+        call before that, so the sender never writes into a finished call.
+        """
         requests = aiter(request_iterator)
         try:
             wire = await _read_header(requests)
@@ -81,7 +143,19 @@ class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
                 "fedmesh.payload_bytes": header.payload_bytes,
             },
         ):
-            outcome = await self._intake.submit(header, _chunks(requests))
+            admitted = False
+
+            async def admit() -> None:
+                nonlocal admitted
+                admitted = True
+                await context.send_initial_metadata((UPLOAD_ADMITTED,))
+
+            try:
+                outcome = await self._intake.submit(header, _chunks(requests), admit)
+            except FedmeshError:
+                if admitted:
+                    await _drain(requests, header.payload_bytes)
+                raise
         return pb.SubmitUpdateResponse(
             digest=outcome.digest,
             received_bytes=outcome.received_bytes,

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from fedmesh.errors import DataLoss
+from fedmesh.services.aggregator.update import Chunk
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _SUFFIX = ".update"
@@ -79,9 +80,7 @@ class SpoolWriter:
     def __init__(self, path: Path, expected_bytes: int, keep_in_memory: bool) -> None:
         self._path = path
         self._file = path.open("xb", buffering=0)
-        # Reserving the extent up front makes each write cheaper; it is an optimisation only.
-        with contextlib.suppress(OSError):
-            os.posix_fallocate(self._file.fileno(), 0, expected_bytes)
+        self._expected = expected_bytes
         self._memory: bytearray | None = bytearray() if keep_in_memory else None
         self._written = 0
         self._unsynced = 0
@@ -101,8 +100,12 @@ class SpoolWriter:
         """The bytes kept in memory, when the update is below the threshold."""
         return self._memory
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: Chunk) -> None:
         """Append a chunk (blocking I/O: run it in a worker thread)."""
+        if self._written == 0:
+            # Reserving the extent up front makes each write cheaper; an optimisation only.
+            with contextlib.suppress(OSError):
+                os.posix_fallocate(self._file.fileno(), 0, self._expected)
         view = memoryview(chunk)
         while view:
             view = view[self._file.write(view) :]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from fedmesh.errors import AlreadyExists, FailedPrecondition, FedmeshError
@@ -18,7 +18,7 @@ from fedmesh.services.aggregator.base_model import BaseManifests
 from fedmesh.services.aggregator.locks import KeyedLocks
 from fedmesh.services.aggregator.metrics import AggregatorMetrics
 from fedmesh.services.aggregator.spool import SpoolKey, SpoolWriter, UpdateSpool
-from fedmesh.services.aggregator.update import ModelRef, UpdateHeader
+from fedmesh.services.aggregator.update import Chunk, ModelRef, UpdateHeader
 from fedmesh.services.aggregator.validation import (
     InvalidUpdate,
     PayloadChecker,
@@ -75,15 +75,30 @@ class UpdateIntake:
         """Count an update refused before it reached `submit` (a malformed stream)."""
         self._metrics.rejected(rejection_reason(exc))
 
-    async def submit(self, header: UpdateHeader, chunks: AsyncIterator[bytes]) -> SubmitOutcome:
-        """Accept the update announced by ``header`` whose payload arrives as ``chunks``."""
+    async def submit(
+        self,
+        header: UpdateHeader,
+        chunks: AsyncIterator[Chunk],
+        on_admitted: Callable[[], Awaitable[None]] | None = None,
+    ) -> SubmitOutcome:
+        """Accept the update announced by ``header`` whose payload arrives as ``chunks``.
+
+        ``on_admitted`` is awaited once the header has passed every check, just
+        before the first chunk is read; a duplicate or a refused header never
+        reaches it, so a sender can wait for it before streaming.
+        """
         try:
-            return await self._submit(header, chunks)
+            return await self._submit(header, chunks, on_admitted)
         except Exception as exc:
             self.count_rejection(exc)
             raise
 
-    async def _submit(self, header: UpdateHeader, chunks: AsyncIterator[bytes]) -> SubmitOutcome:
+    async def _submit(
+        self,
+        header: UpdateHeader,
+        chunks: AsyncIterator[Chunk],
+        on_admitted: Callable[[], Awaitable[None]] | None,
+    ) -> SubmitOutcome:
         check_header(header, self._max_update_bytes)
         run_id, round_no, node_id = header.run_id, header.round_no, header.node_id
         stored = await self._rounds.check_can_submit(run_id, round_no, node_id)
@@ -112,7 +127,10 @@ class UpdateIntake:
                 f"base model's manifest has {expected} bytes",
             )
         checker = PayloadChecker(manifest, header.digest, header.payload_bytes)
-        writer = await asyncio.to_thread(self._spool.begin, header.payload_bytes)
+        if on_admitted is not None:
+            await on_admitted()
+        # No await between creating the file and the try: a cancelled upload must not leak it.
+        writer = self._spool.begin(header.payload_bytes)
         try:
             await self._receive(checker, writer, chunks)
         except BaseException:
@@ -122,7 +140,7 @@ class UpdateIntake:
         return await asyncio.shield(asyncio.ensure_future(self._commit(header, writer)))
 
     async def _receive(
-        self, checker: PayloadChecker, writer: SpoolWriter, chunks: AsyncIterator[bytes]
+        self, checker: PayloadChecker, writer: SpoolWriter, chunks: AsyncIterator[Chunk]
     ) -> None:
         # Each chunk is checked (hash, header, finiteness) and written in two worker threads
         # at once, while the event loop receives the next one.
@@ -173,7 +191,7 @@ class UpdateIntake:
         return SubmitOutcome(header.digest, writer.written, outcome is ReceiptOutcome.DUPLICATE)
 
 
-async def _absorb(checker: PayloadChecker, writer: SpoolWriter, chunk: bytes) -> None:
+async def _absorb(checker: PayloadChecker, writer: SpoolWriter, chunk: Chunk) -> None:
     # Both threads always finish before this returns, so the file is never closed under a write.
     outcomes = await asyncio.gather(
         asyncio.to_thread(checker.feed, chunk),

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from fedmesh.errors import FailedPrecondition
 from fedmesh.tensors import Manifest
 
+Chunk = bytes | memoryview
+"""A piece of a payload as it arrives: bytes, or a view into a received message."""
+
 
 @dataclass(frozen=True)
 class ModelRef:

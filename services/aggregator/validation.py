@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from fedmesh.errors import InvalidArgument, ResourceExhausted
-from fedmesh.services.aggregator.update import UpdateHeader
+from fedmesh.services.aggregator.update import Chunk, UpdateHeader
 from fedmesh.tensors import Manifest, TensorSpec, encode_header, header_length, parse_header
 
 IDENTIFIER_MAX_BYTES = 180
@@ -136,7 +136,7 @@ class PayloadChecker:
         """Bytes fed so far."""
         return self._received
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: Chunk) -> None:
         """Take the next chunk of the payload."""
         if self._received + len(chunk) > self._payload_bytes:
             raise InvalidUpdate(

@@ -1,34 +1,72 @@
 """Typed async client of the aggregator: upload an update, aggregate a round, read status.
 
+An upload sends its header, then waits for the aggregator to admit it
+(initial metadata ``fedmesh-upload: admitted``) before streaming the payload.
+A refusal or a duplicate therefore ends the call before any chunk is written,
+and the caller sees the aggregator's own status: grpcio's asyncio client
+reports a write into a call the server has just finished as INTERNAL
+"Internal error from Core" instead of the server's status (grpc/grpc#36066).
+
 An upload is a client stream, which the channel's retry policy cannot replay
-once it has started, so `submit_update` retries by itself: on UNAVAILABLE
-(the aggregator restarting, a dropped connection) it opens a new stream and
-sends the same update again. That is safe because uploads are idempotent by
-(run, round, node, digest): an update the aggregator already holds is
-acknowledged with ``duplicate=True``. Other statuses are final.
+once it has started, so `submit_update` retries by itself when the connection
+is lost (UNAVAILABLE, or that INTERNAL from a write on a broken connection):
+it opens a new stream and sends the same update again. That is safe because
+uploads are idempotent by (run, round, node, digest): an update the aggregator
+already holds is acknowledged with ``duplicate=True``. Other statuses are final.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 
 import grpc
 import torch
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from fedmesh.proto.aggregator.v1 import aggregator_pb2 as pb
 from fedmesh.proto.aggregator.v1 import aggregator_pb2_grpc as pb_grpc
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.rpc.limits import CHUNK_BYTES
-from fedmesh.telemetry import current_carrier
+from fedmesh.telemetry import current_carrier, tracer
 from fedmesh.tensors import Manifest, digest_tensors, encode_header, iter_payload, manifest_of
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 ChunkSource = Callable[[], Iterable[bytes] | AsyncIterable[bytes]]
 """Produces the payload's chunks; called once per attempt, so a retry sends them again."""
+
+UPLOAD_ADMITTED = ("fedmesh-upload", "admitted")
+"""Initial metadata by which the aggregator tells an uploader to stream its payload."""
+
+_SUBMIT_METHOD = "/fedmesh.aggregator.v1.AggregatorService/SubmitUpdate"
+_WRITE_FAILED = "Internal error from Core"
+_CHUNK_TAG = b"\x12"  # SubmitUpdateRequest.chunk: field 2, length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_submit_request(item: pb.SubmitUpdateRequest | bytes) -> bytes:
+    """The wire bytes of a SubmitUpdate message; a raw chunk is framed as a chunk message.
+
+    Framing the chunk directly gives the protobuf encoding byte for byte, with one
+    copy of the chunk instead of two (building the message, then serialising it).
+    """
+    if isinstance(item, pb.SubmitUpdateRequest):
+        return item.SerializeToString()
+    return b"".join((_CHUNK_TAG, _varint(len(item)), item))
 
 
 def manifest_to_proto(manifest: Manifest) -> common.TensorManifest:
@@ -41,16 +79,20 @@ def manifest_to_proto(manifest: Manifest) -> common.TensorManifest:
     )
 
 
-async def _requests(
-    header: pb.UpdateHeader, chunks: Iterable[bytes] | AsyncIterable[bytes]
-) -> AsyncIterator[pb.SubmitUpdateRequest]:
-    yield pb.SubmitUpdateRequest(header=header)
+async def _each(chunks: Iterable[bytes] | AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     if isinstance(chunks, AsyncIterable):
         async for chunk in chunks:
-            yield pb.SubmitUpdateRequest(chunk=chunk)
+            yield chunk
     else:
         for chunk in chunks:
-            yield pb.SubmitUpdateRequest(chunk=chunk)
+            yield chunk
+
+
+def _connection_lost(exc: grpc.aio.AioRpcError) -> bool:
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        return True
+    # A write on a connection that broke mid-stream (see the module docstring).
+    return exc.code() == grpc.StatusCode.INTERNAL and exc.details() == _WRITE_FAILED
 
 
 class AggregatorClient:
@@ -67,6 +109,13 @@ class AggregatorClient:
         if attempts < 1:
             raise ValueError(f"attempts must be ≥ 1, got {attempts}")
         self._stub = pb_grpc.AggregatorServiceStub(channel)
+        self._submit: grpc.aio.StreamUnaryMultiCallable[
+            pb.SubmitUpdateRequest | bytes, pb.SubmitUpdateResponse
+        ] = channel.stream_unary(
+            _SUBMIT_METHOD,
+            request_serializer=encode_submit_request,
+            response_deserializer=pb.SubmitUpdateResponse.FromString,
+        )
         self._attempts = attempts
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
@@ -93,38 +142,61 @@ class AggregatorClient:
 
         ``deadline_s`` bounds each attempt; None uses the channel's default deadline.
         """
-        header = pb.UpdateHeader(
-            run_id=run_id,
-            round=round_no,
-            node_id=node_id,
-            manifest=manifest_to_proto(manifest),
-            digest=digest,
-            num_samples=num_samples,
-            payload_bytes=payload_bytes,
-            base_model=base_model,
-            local_loss=local_loss,
-            nonce=nonce,
-            signature=signature,
-            trace_context=common.TraceContext(
-                carrier=dict(trace_context if trace_context is not None else current_carrier())
-            ),
-        )
-        backoff, attempt = self._initial_backoff, 1
-        while True:
-            try:
-                response: pb.SubmitUpdateResponse = await self._stub.SubmitUpdate(
-                    _requests(header, chunks()), timeout=deadline_s
-                )
-                return response
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self._attempts:
-                    raise
-                log.warning(
-                    "update upload interrupted; sending it again",
-                    extra={"fields": {"attempt": attempt, "details": exc.details()}},
-                )
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff, attempt = min(backoff * 2, self._max_backoff), attempt + 1
+        with _tracer.start_as_current_span(
+            _SUBMIT_METHOD.lstrip("/"),
+            kind=trace.SpanKind.CLIENT,
+            attributes={"fedmesh.run_id": run_id, "fedmesh.round": round_no},
+        ):
+            header = pb.UpdateHeader(
+                run_id=run_id,
+                round=round_no,
+                node_id=node_id,
+                manifest=manifest_to_proto(manifest),
+                digest=digest,
+                num_samples=num_samples,
+                payload_bytes=payload_bytes,
+                base_model=base_model,
+                local_loss=local_loss,
+                nonce=nonce,
+                signature=signature,
+                trace_context=common.TraceContext(
+                    carrier=dict(trace_context if trace_context is not None else current_carrier())
+                ),
+            )
+            backoff, attempt = self._initial_backoff, 1
+            while True:
+                try:
+                    return await self._upload(header, chunks(), deadline_s)
+                except grpc.aio.AioRpcError as exc:
+                    if not _connection_lost(exc) or attempt >= self._attempts:
+                        raise
+                    log.warning(
+                        "update upload interrupted; sending it again",
+                        extra={"fields": {"attempt": attempt, "details": exc.details()}},
+                    )
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff, attempt = min(backoff * 2, self._max_backoff), attempt + 1
+
+    async def _upload(
+        self,
+        header: pb.UpdateHeader,
+        chunks: Iterable[bytes] | AsyncIterable[bytes],
+        deadline_s: float | None,
+    ) -> pb.SubmitUpdateResponse:
+        # The OpenTelemetry client interceptor waits for a stream-unary call to end
+        # before handing it over, which would keep the header from being written; this
+        # call is traced by the span of `submit_update` instead.
+        with suppress_instrumentation():
+            call = self._submit(timeout=deadline_s)
+        # A write into a call that has ended raises InvalidStateError; its status says why.
+        with contextlib.suppress(asyncio.InvalidStateError):
+            await call.write(pb.SubmitUpdateRequest(header=header))
+            if UPLOAD_ADMITTED in tuple(await call.initial_metadata()):
+                async for chunk in _each(chunks):
+                    await call.write(chunk)
+                await call.done_writing()
+        response: pb.SubmitUpdateResponse = await call
+        return response
 
     async def submit_tensors(
         self,

@@ -13,6 +13,7 @@ import torch
 from fedmesh.client.aggregator import manifest_to_proto
 from fedmesh.proto.aggregator.v1 import aggregator_pb2 as pb
 from fedmesh.proto.common.v1 import common_pb2 as common
+from fedmesh.store.fencing import next_token
 from fedmesh.tensors import digest_tensors, encode, manifest_of
 
 RUN = "run-1"
@@ -252,3 +253,41 @@ async def test_a_closed_round_and_a_conflicting_update_are_refused(aggregation: 
     record = await aggregation.rounds.get(RUN, 1)
     assert {node: r.digest for node, r in record.receipts.items()} == {"n1": digest_tensors(first)}
     assert len([p for p in aggregation.spool_files() if p.suffix == ".update"]) == 1
+
+
+async def test_a_large_upload_refused_before_or_during_the_stream_gets_the_real_status(
+    start_aggregator: Any,
+) -> None:
+    # Past the flow-control window: a sender still writing when the call ends would
+    # otherwise see grpcio's INTERNAL "Internal error from Core" instead of the status.
+    async with start_aggregator(max_update_bytes=64 << 20) as aggregation:
+        await next_token(aggregation.redis)
+        base = await aggregation.registry.publish_tensors("big", {"w": torch.zeros(4 << 20)})
+        await aggregation.open_round(base_ref=base.ref)
+        good = {"w": torch.full((4 << 20,), 0.25)}
+        bad = {"w": torch.full((4 << 20,), 0.25)}
+        bad["w"][3 << 20] = math.nan
+        outcomes = []
+        for node, tensors in [("n9", good), ("n2", bad), ("n1", good), ("n1", good), ("n1", bad)]:
+            try:
+                response = await aggregation.client.submit_tensors(
+                    run_id=RUN,
+                    round_no=1,
+                    node_id=node,
+                    base_model=base.ref,
+                    tensors=tensors,
+                    num_samples=1,
+                    local_loss=0.1,
+                )
+                outcomes.append(f"OK duplicate={response.duplicate}")
+            except grpc.aio.AioRpcError as exc:
+                outcomes.append(f"{exc.code().name}: {exc.details()}")
+
+    assert outcomes == [
+        "FAILED_PRECONDITION: node 'n9' was not selected for round 1 of run run-1",
+        "INVALID_ARGUMENT: tensor 'w' holds NaN at element 3145728; every value must be finite",
+        "OK duplicate=False",
+        "OK duplicate=True",
+        f"ALREADY_EXISTS: node 'n1' already submitted update {digest_tensors(good)} for round 1 "
+        f"of run run-1; refusing a different update {digest_tensors(bad)}",
+    ]
