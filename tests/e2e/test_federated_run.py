@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry import trace
@@ -22,12 +24,71 @@ from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.local_data import LocalData, simulated_clients
 from fedmesh.client.registry import RegistryClient
 from fedmesh.client.watch import AnomalyWatch, Scan
+from fedmesh.model import AnomalyDetector
+from fedmesh.proto.aggregator.v1 import aggregator_pb2 as agg_pb
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.rpc import open_channel
 from fedmesh.telemetry import JsonLinesSpanExporter
+from fedmesh.tensors import decode, manifest_of
 
 pytestmark = pytest.mark.timeout(400)
 RunResult = tuple[pb.GetRunResponse, int, list[int], list[LocalData]]
+
+
+class WireRecorder:
+    """Keeps every request message the nodes send (one interceptor per kind of call)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Message]] = []
+
+    def interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+        return [_Unary(self.sent), _ServerStream(self.sent), _ClientStream(self.sent)]
+
+
+class _Unary(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, sent: list[tuple[str, Message]]) -> None:
+        self.sent = sent
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.sent.append((_method(details), request))
+        return await continuation(details, request)
+
+
+class _ServerStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, sent: list[tuple[str, Message]]) -> None:
+        self.sent = sent
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.sent.append((_method(details), request))
+        return await continuation(details, request)
+
+
+class _ClientStream(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, sent: list[tuple[str, Message]]) -> None:
+        self.sent = sent
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        method = _method(details)
+
+        async def tee() -> AsyncIterator[Any]:
+            if isinstance(requests, AsyncIterable):
+                async for item in requests:
+                    self.sent.append((method, item))
+                    yield item
+            else:
+                for item in requests:
+                    self.sent.append((method, item))
+                    yield item
+
+        return await continuation(details, tee())
+
+
+def _method(details: Any) -> str:
+    method = details.method
+    return str(method.decode() if isinstance(method, bytes) else method)
+
+
+RECORDER = WireRecorder()
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +132,7 @@ async def _run_two_rounds(stack: LocalStack) -> RunResult:
         registry = RegistryClient(registry_channel)
         coordinator = CoordinatorClient(coordinator_channel)
         initial = await _publish_initial_model(registry, seed=3)
-        fleet = NodeFleet(stack, clients, seed=3)
+        fleet = NodeFleet(stack, clients, seed=3, interceptors=RECORDER.interceptors())
         await fleet.start()
         try:
             deadline = time.monotonic() + 60
@@ -174,3 +235,50 @@ def test_nodes_report_injected_faults_as_alerts_with_their_severity(
         node = f"mesh-{suspect.mesh_node}"
         severities = {a.severity for a in anomaly_alerts if a.labels["node"] == node}
         assert band(suspect.score) in severities, f"no {band(suspect.score)} alert for {node}"
+
+
+NODE_REQUESTS = {
+    "RegisterNodeRequest",
+    "HeartbeatRequest",
+    "StreamTasksRequest",
+    "ReportEvaluationRequest",
+    "SubmitUpdateRequest",
+    "DownloadModelRequest",
+    "GetModelVersionRequest",
+}
+
+
+def test_only_model_tensors_and_metadata_leave_the_nodes(finished_run: RunResult) -> None:
+    _, _, _, clients = finished_run
+    sent = RECORDER.sent
+    assert {type(m).__name__ for _, m in sent} <= NODE_REQUESTS
+
+    model_manifest = manifest_of(AnomalyDetector().state_dict())
+    headers = [
+        m.header
+        for _, m in sent
+        if isinstance(m, agg_pb.SubmitUpdateRequest) and m.HasField("header")
+    ]
+    payload = b"".join(
+        m.chunk
+        for _, m in sent
+        if isinstance(m, agg_pb.SubmitUpdateRequest) and m.HasField("chunk")
+    )
+    assert len(headers) == 6, "3 nodes × 2 rounds, each update sent once"
+    offset = 0
+    for header in headers:
+        update = payload[offset : offset + header.payload_bytes]
+        offset += header.payload_bytes
+        assert manifest_of(decode(update)) == model_manifest
+    assert offset == len(payload)
+
+    rows = {
+        row.numpy().tobytes()
+        for c in clients
+        for g in c.train + c.validation + c.held_out
+        for row in g.x
+    }
+    small = [
+        m.SerializeToString() for _, m in sent if not isinstance(m, agg_pb.SubmitUpdateRequest)
+    ]
+    assert not any(row in message for message in small for row in rows)

@@ -42,14 +42,7 @@ def _with_deadline(
     )
 
 
-class DefaultDeadline(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Gives every call that has no deadline the channel's default one."""
-
+class _UnaryUnaryDeadline(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
 
@@ -62,6 +55,11 @@ class DefaultDeadline(
         """Unary call with a deadline."""
         return await continuation(_with_deadline(details, self._timeout), request)
 
+
+class _UnaryStreamDeadline(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+
     async def intercept_unary_stream(
         self,
         continuation: Callable[..., Awaitable[Any]],
@@ -70,6 +68,11 @@ class DefaultDeadline(
     ) -> Any:
         """Server-streaming call with a deadline."""
         return await continuation(_with_deadline(details, self._timeout), request)
+
+
+class _StreamUnaryDeadline(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
 
     async def intercept_stream_unary(
         self,
@@ -80,6 +83,11 @@ class DefaultDeadline(
         """Client-streaming call with a deadline."""
         return await continuation(_with_deadline(details, self._timeout), request_iterator)
 
+
+class _StreamStreamDeadline(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+
     async def intercept_stream_stream(
         self,
         continuation: Callable[..., Awaitable[Any]],
@@ -88,6 +96,21 @@ class DefaultDeadline(
     ) -> Any:
         """Bidirectional call with a deadline."""
         return await continuation(_with_deadline(details, self._timeout), request_iterator)
+
+
+def default_deadlines(timeout: float) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors giving every call without a deadline ``timeout`` seconds.
+
+    One object per kind of call: grpc's aio channel files an interceptor under the
+    first kind it implements only, so one class implementing all four would cover
+    unary calls alone.
+    """
+    return [
+        _UnaryUnaryDeadline(timeout),
+        _UnaryStreamDeadline(timeout),
+        _StreamUnaryDeadline(timeout),
+        _StreamStreamDeadline(timeout),
+    ]
 
 
 def open_channel(
@@ -107,7 +130,7 @@ def open_channel(
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
-    chain = [DefaultDeadline(default_timeout), *aio_client_interceptors(), *interceptors]
+    chain = [*default_deadlines(default_timeout), *aio_client_interceptors(), *interceptors]
     if tls is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=chain)
     return grpc.aio.secure_channel(

@@ -149,3 +149,34 @@ async def test_health_follows_readiness_and_reflection_lists_services() -> None:
             assert "grpc.health.v1.Health" in listed
     finally:
         await running.stop(0)
+
+
+class Silent(pb_grpc.AlertingServiceServicer):
+    """Streams one alert, then nothing, forever."""
+
+    async def WatchAlerts(
+        self, request: pb.WatchAlertsRequest, context: Any
+    ) -> AsyncIterator[pb.WatchAlertsResponse]:
+        yield pb.WatchAlertsResponse(alert=pb.Alert(name="only"))
+        await asyncio.Event().wait()
+
+
+async def test_streams_without_a_deadline_get_the_channels_default() -> None:
+    servicer = Silent()  # type: ignore[abstract]
+    running = await start_server(
+        [
+            ServiceBinding(
+                SERVICE, lambda s: pb_grpc.add_AlertingServiceServicer_to_server(servicer, s)
+            )
+        ]
+    )
+    try:
+        async with open_channel(f"127.0.0.1:{running.port}", default_timeout=0.5) as channel:
+            call = pb_grpc.AlertingServiceStub(channel).WatchAlerts(pb.WatchAlertsRequest())
+            first = await call.read()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call.read()
+        assert isinstance(first, pb.WatchAlertsResponse)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        await running.stop(0)
