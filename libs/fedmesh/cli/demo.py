@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,9 +62,15 @@ class NodeFleet:
     """The simulated nodes, each an agent with its own channels, in this process."""
 
     def __init__(
-        self, stack: LocalStack, clients: list[LocalData], seed: int, watch_interval_s: float = 0.5
+        self,
+        stack: LocalStack,
+        clients: list[LocalData],
+        seed: int,
+        watch_interval_s: float = 0.5,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self._stack = stack
+        self._interceptors = interceptors
         self._clients = clients
         self._seed = seed
         self._watch_interval_s = watch_interval_s
@@ -75,11 +82,13 @@ class NodeFleet:
     async def start(self) -> None:
         """Start one agent per client, each scoring its telemetry with the production model."""
         for index, data in enumerate(self._clients):
-            coordinator = open_channel(self._stack.services["coordinator"].address)
-            registry = open_channel(self._stack.services["registry"].address, default_timeout=120)
-            alerting = open_channel(self._stack.services["alerting"].address)
+            address = {name: svc.address for name, svc in self._stack.services.items()}
+            wire = self._interceptors
+            coordinator = open_channel(address["coordinator"], interceptors=wire)
+            registry = open_channel(address["registry"], default_timeout=120, interceptors=wire)
+            alerting = open_channel(address["alerting"], interceptors=wire)
             registry_client = RegistryClient(registry)
-            transfers = ModelTransfers(registry_client)
+            transfers = ModelTransfers(registry_client, interceptors=wire)
             watch = AnomalyWatch(
                 data, registry_client, AlertingClient(alerting), MODEL_NAME, self._watch_interval_s
             )
@@ -205,6 +214,11 @@ async def _publish_initial_model(registry: RegistryClient, seed: int) -> int:
 
 async def run_demo(settings: DemoSettings, stack: LocalStack, console: Console) -> int:
     """Run the demo on a started stack; returns the process exit code."""
+    import torch
+
+    # Eight agents train side by side in this process: one intra-op thread each keeps
+    # them from fighting over the cores (the detector is small; threads only add overhead).
+    torch.set_num_threads(1)
     with console.status("Simulating the mesh and splitting it into regions…"):
         _, clients = await asyncio.to_thread(
             simulated_clients, settings.mesh(), settings.nodes, settings.steps, settings.seed
