@@ -44,29 +44,8 @@ ChunkSource = Callable[[], Iterable[bytes] | AsyncIterable[bytes]]
 UPLOAD_ADMITTED = ("fedmesh-upload", "admitted")
 """Initial metadata by which the aggregator tells an uploader to stream its payload."""
 
-_SUBMIT_METHOD = "/fedmesh.aggregator.v1.AggregatorService/SubmitUpdate"
+_SUBMIT_SPAN = "fedmesh.aggregator.v1.AggregatorService/SubmitUpdate"
 _WRITE_FAILED = "Internal error from Core"
-_CHUNK_TAG = b"\x12"  # SubmitUpdateRequest.chunk: field 2, length-delimited
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def encode_submit_request(item: pb.SubmitUpdateRequest | bytes) -> bytes:
-    """The wire bytes of a SubmitUpdate message; a raw chunk is framed as a chunk message.
-
-    Framing the chunk directly gives the protobuf encoding byte for byte, with one
-    copy of the chunk instead of two (building the message, then serialising it).
-    """
-    if isinstance(item, pb.SubmitUpdateRequest):
-        return item.SerializeToString()
-    return b"".join((_CHUNK_TAG, _varint(len(item)), item))
 
 
 def manifest_to_proto(manifest: Manifest) -> common.TensorManifest:
@@ -109,13 +88,6 @@ class AggregatorClient:
         if attempts < 1:
             raise ValueError(f"attempts must be ≥ 1, got {attempts}")
         self._stub = pb_grpc.AggregatorServiceStub(channel)
-        self._submit: grpc.aio.StreamUnaryMultiCallable[
-            pb.SubmitUpdateRequest | bytes, pb.SubmitUpdateResponse
-        ] = channel.stream_unary(
-            _SUBMIT_METHOD,
-            request_serializer=encode_submit_request,
-            response_deserializer=pb.SubmitUpdateResponse.FromString,
-        )
         self._attempts = attempts
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
@@ -143,7 +115,7 @@ class AggregatorClient:
         ``deadline_s`` bounds each attempt; None uses the channel's default deadline.
         """
         with _tracer.start_as_current_span(
-            _SUBMIT_METHOD.lstrip("/"),
+            _SUBMIT_SPAN,
             kind=trace.SpanKind.CLIENT,
             attributes={"fedmesh.run_id": run_id, "fedmesh.round": round_no},
         ):
@@ -187,13 +159,13 @@ class AggregatorClient:
         # before handing it over, which would keep the header from being written; this
         # call is traced by the span of `submit_update` instead.
         with suppress_instrumentation():
-            call = self._submit(timeout=deadline_s)
+            call = self._stub.SubmitUpdate(timeout=deadline_s)
         # A write into a call that has ended raises InvalidStateError; its status says why.
         with contextlib.suppress(asyncio.InvalidStateError):
             await call.write(pb.SubmitUpdateRequest(header=header))
             if UPLOAD_ADMITTED in tuple(await call.initial_metadata()):
                 async for chunk in _each(chunks):
-                    await call.write(chunk)
+                    await call.write(pb.SubmitUpdateRequest(chunk=chunk))
                 await call.done_writing()
         response: pb.SubmitUpdateResponse = await call
         return response

@@ -1,20 +1,17 @@
-"""The chunk fast path on both ends is byte for byte the protobuf encoding of the request."""
+"""The aggregator's chunk fast path gives exactly what protobuf parsing gives."""
 
 import pytest
 
-from fedmesh.client.aggregator import encode_submit_request
 from fedmesh.proto.aggregator.v1 import aggregator_pb2 as pb
 from fedmesh.services.aggregator.wire import parse_submit_request
 
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, (1 << 20) + 3])
-def test_a_framed_chunk_is_the_protobuf_encoding_and_parses_back_as_a_view(size: int) -> None:
+def test_a_chunk_message_parses_as_a_view_of_its_bytes(size: int) -> None:
     chunk = bytes(range(256)) * (size // 256) + bytes(size % 256)
 
-    wire = encode_submit_request(chunk)
-    parsed = parse_submit_request(wire)
+    parsed = parse_submit_request(pb.SubmitUpdateRequest(chunk=chunk).SerializeToString())
 
-    assert wire == pb.SubmitUpdateRequest(chunk=chunk).SerializeToString()
     assert isinstance(parsed, memoryview)
     assert parsed.tobytes() == chunk
 
@@ -22,7 +19,7 @@ def test_a_framed_chunk_is_the_protobuf_encoding_and_parses_back_as_a_view(size:
 def test_a_header_message_is_parsed_by_protobuf() -> None:
     message = pb.SubmitUpdateRequest(header=pb.UpdateHeader(run_id="r", round=2, node_id="n"))
 
-    parsed = parse_submit_request(encode_submit_request(message))
+    parsed = parse_submit_request(message.SerializeToString())
 
     assert parsed == message
 
