@@ -38,7 +38,7 @@ def krum_order(scores: torch.Tensor, squared_distances: torch.Tensor) -> list[in
 
 
 def krum(updates: torch.Tensor, f: int) -> AggregationResult:
-    """The update with the lowest Krum score; every other update is excluded."""
+    """The update with the lowest Krum score; the others are excluded unless they tie it."""
     source = TensorSource(updates)
     return krum_source(source, f, default_block_size(source.n, source.device))
 
