@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
 
 from fedmesh.client.aggregator import UPLOAD_ADMITTED
 from fedmesh.errors import FedmeshError
@@ -25,6 +26,11 @@ from fedmesh.telemetry import context_from_carrier, tracer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AggregatorService"].full_name
 _tracer = tracer(__name__)
+
+
+def _parent(carrier: Mapping[str, str]) -> otel_context.Context | None:
+    # The round's trace travels in the message; without one, the RPC's own span is the parent.
+    return context_from_carrier(carrier) if carrier else None
 
 
 async def _read_header(requests: AsyncIterator[SubmitItem]) -> pb.UpdateHeader:
@@ -135,7 +141,7 @@ class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
             raise
         with _tracer.start_as_current_span(
             "aggregator.submit_update",
-            context=context_from_carrier(wire.trace_context.carrier),
+            context=_parent(wire.trace_context.carrier),
             attributes={
                 "fedmesh.run_id": header.run_id,
                 "fedmesh.round": header.round_no,
@@ -177,7 +183,7 @@ class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
         )
         with _tracer.start_as_current_span(
             "aggregator.aggregate_round",
-            context=context_from_carrier(request.trace_context.carrier),
+            context=_parent(request.trace_context.carrier),
             attributes={
                 "fedmesh.run_id": domain.run_id,
                 "fedmesh.round": domain.round_no,
