@@ -10,6 +10,7 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
+from redis.exceptions import RedisError
 
 from fedmesh.client.registry import RegistryClient
 from fedmesh.errors import InvalidArgument
@@ -94,9 +95,12 @@ def readiness(
     health = health_pb2_grpc.HealthStub(registry_channel)
 
     async def ready() -> bool:
-        if not await redis.ping():
+        try:
+            if not await redis.ping():
+                return False
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=_PROBE_TIMEOUT_S)
+        except (RedisError, grpc.aio.AioRpcError):
             return False
-        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=_PROBE_TIMEOUT_S)
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     return ready

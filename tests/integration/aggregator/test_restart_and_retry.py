@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import torch
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedmesh.client.aggregator import AggregatorClient
-from fedmesh.rpc import open_channel, start_server
-from fedmesh.services.aggregator.server import build, readiness
+from fedmesh.rpc import open_channel
+from fedmesh.services.aggregator.server import readiness
+from fedmesh.store import connect
 from fedmesh.store.fencing import next_token
 from fedmesh.tensors import digest_tensors, encode, manifest_of
 
@@ -146,37 +146,17 @@ async def cut_during_first(payload: bytes, relay: Relay, first: bool) -> AsyncIt
         yield payload[start : start + (64 << 10)]
 
 
-async def test_health_is_serving_only_while_the_registry_answers(aggregation: Any) -> None:
-    dead_registry = open_channel("127.0.0.1:1")
-    registry = aggregation.registry
-    running = await start_server(
-        await build(aggregation.settings, aggregation.redis, registry),
-        readiness=readiness(aggregation.redis, dead_registry),
-        probe_interval=0.05,
-    )
+async def test_ready_only_while_redis_and_the_registry_answer(aggregation: Any) -> None:
+    live = open_channel(aggregation.settings.common.registry_address)
+    dead = open_channel("127.0.0.1:1")
+    no_redis = connect("redis://127.0.0.1:1/0")
     try:
-        statuses = []
-        for address in (aggregation.server.port, running.port):
-            async with open_channel(f"127.0.0.1:{address}") as channel:
-                health = health_pb2_grpc.HealthStub(channel)
-                statuses.append(await wait_settled(health))
+        both = await readiness(aggregation.redis, live)()
+        without_registry = await readiness(aggregation.redis, dead)()
+        without_redis = await readiness(no_redis, live)()
     finally:
-        await running.stop(0)
-        await dead_registry.close()
+        await live.close()
+        await dead.close()
+        await no_redis.aclose()
 
-    assert statuses == [
-        health_pb2.HealthCheckResponse.SERVING,
-        health_pb2.HealthCheckResponse.NOT_SERVING,
-    ]
-
-
-async def wait_settled(health: health_pb2_grpc.HealthStub) -> int:
-    """The health status once the first probes ran (SERVING, or NOT_SERVING after 20 probes)."""
-    status = health_pb2.HealthCheckResponse.UNKNOWN
-    for _ in range(20):
-        reply = await health.Check(health_pb2.HealthCheckRequest())
-        status = reply.status
-        if status == health_pb2.HealthCheckResponse.SERVING:
-            break
-        await asyncio.sleep(0.05)
-    return int(status)
+    assert (both, without_registry, without_redis) == (True, False, False)
