@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from opentelemetry import trace
 
 from fedmesh.errors import AlreadyExists, FailedPrecondition, FedmeshError
+from fedmesh.services.coordinator.evidence import suspected
 from fedmesh.services.coordinator.metrics import CoordinatorMetrics
 from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.ports import AggregateOutcome, Aggregation, Events
@@ -259,6 +260,7 @@ class RoundDriver:
         excluded = [
             {"node_id": v.node_id, "reason": v.reason} for v in outcome.verdicts if v.excluded
         ]
+        evidence = [{"node_id": v.node_id, "reason": v.reason} for v in suspected(outcome.verdicts)]
         await self._rounds.transition(
             run.run_id,
             record.round_no,
@@ -267,6 +269,7 @@ class RoundDriver:
             {
                 "result_model": outcome.model.to_json(),
                 "excluded": json.dumps(excluded),
+                "evidence": json.dumps(evidence),
                 "mean_local_loss": repr(outcome.mean_local_loss),
                 "epsilon_spent": repr(outcome.epsilon_spent),
                 "closed_unix_ms": str(self._clock()),
@@ -295,7 +298,7 @@ class RoundDriver:
         completed = record.phase is Phase.COMPLETED
         fields = record.fields
         if completed:
-            for entry in json.loads(fields.get("excluded", "[]")):
+            for entry in json.loads(fields.get("evidence", "[]")):
                 await self._evidence(run, record.round_no, entry["node_id"], entry["reason"])
         model = ModelRef.from_json(fields["result_model"]) if completed else None
         if await self._runs.round_closed(run.run_id, record.round_no, completed, model):

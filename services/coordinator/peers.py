@@ -64,7 +64,10 @@ class GrpcAggregation:
             raise _domain_error(exc, f"aggregating round {round_no} of {run_id}") from None
         return AggregateOutcome(
             model=convert.model_from_proto(response.model),
-            verdicts=[Verdict(e.node_id, e.excluded, e.reason) for e in response.evidence],
+            verdicts=[
+                Verdict(e.node_id, e.excluded, e.reason, e.score if e.has_score else None)
+                for e in response.evidence
+            ],
             mean_local_loss=response.mean_local_loss,
             epsilon_spent=response.epsilon_spent,
         )

@@ -17,6 +17,7 @@ class Verdict:
     node_id: str
     excluded: bool
     reason: str
+    score: float | None = None
 
 
 @dataclass(frozen=True)
