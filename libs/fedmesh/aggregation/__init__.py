@@ -11,6 +11,8 @@ them); the rules themselves load torch on first use.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from fedmesh.aggregation.errors import InsufficientUpdatesError, InvalidUpdatesError
@@ -57,6 +59,22 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f"fedmesh.aggregation.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'fedmesh.aggregation' has no attribute {name!r}")
+
+
+class _RulesPackage(types.ModuleType):
+    """Keeps ``krum`` the function when the submodule ``krum`` loads.
+
+    Importing a submodule binds it on its package under its own name; several rules
+    share their module's name, and the package's name must stay the rule.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _RulesPackage
 
 
 __all__ = [

@@ -70,8 +70,11 @@ async def _probe_loop(running: RunningServer, readiness: Readiness, interval: fl
     last: bool | None = None
     while True:
         try:
-            ready = await asyncio.wait_for(readiness(), timeout=interval)
-        except Exception:  # a probe that raises means "not ready", whatever the cause
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation
+            # that stop() sends, and the server would never stop.
+            async with asyncio.timeout(interval):
+                ready = await readiness()
+        except Exception:  # a probe that raises or times out means "not ready"
             ready = False
         if ready != last:
             log.info("readiness changed", extra={"fields": {"serving": ready}})
