@@ -39,9 +39,9 @@ class CentralPrivacy(Protocol):
     """Takes the rule's aggregate (flat float32) and returns it privatised."""
 
     def __call__(
-        self, aggregate: torch.Tensor, settings: PrivacySettings, contributors: int
+        self, aggregate: torch.Tensor, settings: PrivacySettings, contributors: int, round_no: int
     ) -> PrivateAggregate:
-        """Privatise ``aggregate``, computed from ``contributors`` updates."""
+        """Privatise ``aggregate`` (the mean of ``contributors`` clipped updates) of a round."""
         ...
 
 

@@ -243,6 +243,8 @@ class RoundAggregator:
                 opened, data_offset, m, [r.num_samples for r in receipts], self._device
             )
             block = self._block_coordinates or default_block_size(source.n, self._device)
+            if request.privacy.enabled:
+                source = _clipped_uniform(source, opened, data_offset, m, block, request.privacy)
             result = aggregate_source(request.spec, source, block)
         finally:
             for update in opened:
@@ -250,12 +252,30 @@ class RoundAggregator:
         aggregate = result.aggregate.to("cpu", torch.float32)
         epsilon = 0.0
         if request.privacy.enabled and self._privacy is not None:
-            private = self._privacy(aggregate, request.privacy, len(receipts))
+            private = self._privacy(aggregate, request.privacy, len(receipts), request.round_no)
             aggregate, epsilon = private.aggregate.to("cpu", torch.float32), private.epsilon_spent
         model = _add_base(aggregate, base_path, data_offset, m)
         hasher = hashlib.sha256(encode_header(manifest))
         hasher.update(_bytes_of(model))
         return _Computed(model, result, epsilon, hasher.hexdigest())
+
+
+def _clipped_uniform(
+    source: SpoolSource,
+    opened: Sequence[SpooledUpdate],
+    data_offset: int,
+    m: int,
+    block: int,
+    privacy: PrivacySettings,
+) -> SpoolSource:
+    """The updates clipped to the run's L2 norm C, equally weighted (DP-FedAvg).
+
+    Nodes clip before sending; clipping again here bounds each node's influence
+    (the sensitivity the noise is calibrated to) whatever a node sent, and equal
+    weights keep one node's sample count from scaling it.
+    """
+    scales = [min(1.0, privacy.clip_norm / n) if n > 0 else 1.0 for n in source.norms(block)]
+    return SpoolSource(opened, data_offset, m, [1.0] * len(opened), source.device, scales)
 
 
 def _add_base(aggregate: torch.Tensor, base_path: Path, data_offset: int, m: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ from fedmesh.errors import InvalidArgument
 from fedmesh.rpc import ServiceBinding, open_channel, serve_until_signal, start_server
 from fedmesh.services.aggregator.base_model import BaseManifests
 from fedmesh.services.aggregator.central_privacy import CentralPrivacy
+from fedmesh.services.aggregator.gaussian_privacy import GaussianCentralPrivacy
 from fedmesh.services.aggregator.metrics import AggregatorMetrics
 from fedmesh.services.aggregator.reconcile import reconcile
 from fedmesh.services.aggregator.registry_link import RegistryModels
@@ -120,7 +121,13 @@ async def serve(settings: AggregatorSettings) -> None:
     metrics = AggregatorMetrics()
     try:
         running = await start_server(
-            await build(settings, redis, RegistryClient(registry_channel), metrics),
+            await build(
+                settings,
+                redis,
+                RegistryClient(registry_channel),
+                metrics,
+                privacy=GaussianCentralPrivacy(),
+            ),
             address=settings.common.listen,
             tls=settings.common.tls,
             readiness=readiness(redis, registry_channel),

@@ -19,7 +19,10 @@ _FLOAT32 = np.dtype("<f4")
 
 
 class SpoolSource:
-    """n spooled float32 payloads with the same layout, read as n×b column blocks."""
+    """n spooled float32 payloads with the same layout, read as n×b column blocks.
+
+    ``scales`` multiplies each update as it is read (DP clipping to the run's norm).
+    """
 
     def __init__(
         self,
@@ -28,6 +31,7 @@ class SpoolSource:
         m: int,
         weights: Sequence[float],
         device: torch.device,
+        scales: Sequence[float] | None = None,
     ) -> None:
         for index, update in enumerate(updates):
             expected = data_offset + m * _FLOAT32.itemsize
@@ -40,6 +44,7 @@ class SpoolSource:
         self._m = m
         self._weights = tuple(weights)
         self._device = device
+        self._scales = None if scales is None else torch.tensor(scales, dtype=torch.float32)
 
     @property
     def n(self) -> int:
@@ -71,4 +76,13 @@ class SpoolSource:
             offset = self._data_offset + start * _FLOAT32.itemsize
             for row, update in zip(rows, self._updates, strict=True):
                 row[:] = np.frombuffer(update.buffer, dtype=_FLOAT32, count=width, offset=offset)
+            if self._scales is not None:
+                block.mul_(self._scales.unsqueeze(1))
             yield start, block.to(self._device)
+
+    def norms(self, block_size: int) -> list[float]:
+        """The L2 norm of each update (float64 accumulation), in one pass over the blocks."""
+        squares = torch.zeros(self.n, dtype=torch.float64)
+        for _, block in self.iter_blocks(block_size):
+            squares += block.to("cpu", torch.float64).square().sum(dim=1)
+        return squares.sqrt().tolist()

@@ -20,6 +20,7 @@ from fedmesh.config import CommonSettings
 from fedmesh.proto.aggregator.v1 import aggregator_pb2_grpc as pb_grpc
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.rpc import RunningServer, open_channel, start_server
+from fedmesh.services.aggregator.central_privacy import CentralPrivacy
 from fedmesh.services.aggregator.metrics import AggregatorMetrics
 from fedmesh.services.aggregator.server import build
 from fedmesh.services.aggregator.settings import AggregatorSettings
@@ -140,7 +141,9 @@ def start_aggregator(
     published: dict[str, common.ModelRef] = {}
 
     @contextlib.asynccontextmanager
-    async def start(**changes: Any) -> AsyncIterator[Aggregation]:
+    async def start(
+        privacy: CentralPrivacy | None = None, **changes: Any
+    ) -> AsyncIterator[Aggregation]:
         settings = dataclasses.replace(aggregator_settings, **changes)
         registry_channel = open_channel(settings.common.registry_address)
         registry = RegistryClient(registry_channel)
@@ -152,7 +155,9 @@ def start_aggregator(
         metrics = AggregatorMetrics()
         # No readiness probe here: RunningServer.stop can miss the probe's cancellation
         # on Python 3.11 (asyncio.wait_for); `readiness` is tested on its own.
-        running = await start_server(await build(settings, redis_client, registry, metrics))
+        running = await start_server(
+            await build(settings, redis_client, registry, metrics, privacy=privacy)
+        )
         try:
             async with open_channel(f"127.0.0.1:{running.port}") as channel:
                 yield Aggregation(
