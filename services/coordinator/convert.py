@@ -45,8 +45,15 @@ NODE_STATES = {
 }
 
 
+def rule_name(rule: common.AggregationRule.ValueType) -> str:
+    """The domain name of a wire rule: "" when unset, a name that says so when unknown."""
+    if rule == common.AGGREGATION_RULE_UNSPECIFIED:
+        return ""
+    return RULE_NAMES.get(rule, f"enum value {rule}")
+
+
 def spec_from_proto(message: pb.RunSpec) -> RunSpec:
-    """The domain spec of a StartRun request (unknown rule enums become a named unknown)."""
+    """The domain spec of a StartRun request; validation happens in the domain."""
     agg = message.aggregation
     defaults = PrivacySettings()
     privacy = message.privacy
@@ -54,7 +61,7 @@ def spec_from_proto(message: pb.RunSpec) -> RunSpec:
         model_name=message.model_name,
         rounds=message.rounds,
         aggregation=AggregationSettings(
-            rule=RULE_NAMES.get(agg.rule, f"enum value {agg.rule}"),
+            rule=rule_name(agg.rule),
             byzantine_f=agg.byzantine_f,
             bucket_size=agg.bucket_size,
             multi_krum_m=agg.multi_krum_m,

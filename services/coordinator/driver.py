@@ -16,7 +16,6 @@ step the previous one died in:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -32,6 +31,7 @@ from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.ports import AggregateOutcome, Aggregation, Events
 from fedmesh.services.coordinator.runs import ModelRef, Run, RunStatus, RunStore
 from fedmesh.services.coordinator.selection import select_participants
+from fedmesh.services.coordinator.stopping import stop
 from fedmesh.services.coordinator.tasks import Task, TaskBoard, TaskKind
 from fedmesh.store import TERMINAL, Phase, RoundRecord, RoundStore
 from fedmesh.telemetry import context_from_carrier, current_carrier
@@ -100,11 +100,8 @@ class RoundDriver:
 
     async def cancel(self) -> None:
         """Stop aggregations in flight (on losing leadership or shutting down)."""
-        for task in self._in_flight.values():
-            task.cancel()
         for task in list(self._in_flight.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await stop(task)
         self._in_flight.clear()
 
     async def _step(self, run: Run, token: int) -> None:

@@ -17,6 +17,7 @@ from fedmesh.services.coordinator.driver import RoundDriver, now_ms
 from fedmesh.services.coordinator.lease import LeaderLease, Leadership
 from fedmesh.services.coordinator.liveness import LivenessWatch
 from fedmesh.services.coordinator.metrics import CoordinatorMetrics
+from fedmesh.services.coordinator.stopping import stop
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ class Replica:
 
     async def _once(self) -> None:
         try:
-            leadership = await asyncio.wait_for(self._lease.attempt(), self._attempt_timeout_s)
+            async with asyncio.timeout(self._attempt_timeout_s):
+                leadership = await self._lease.attempt()
         except Exception as exc:  # Redis down or slow: stop acting as leader until it answers
             log.warning("lease attempt failed", extra={"fields": {"error": repr(exc)}})
             leadership = NOT_LEADING
@@ -102,8 +104,6 @@ class Replica:
 
     async def _stop_driving(self) -> None:
         if self._drive is not None:
-            self._drive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drive
+            await stop(self._drive)
             self._drive = None
         await self._driver.cancel()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from dataclasses import dataclass
@@ -15,7 +14,6 @@ from prometheus_client import start_http_server
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.proto.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from fedmesh.rpc import (
-    RunningServer,
     ServiceBinding,
     all_of,
     open_channel,
@@ -36,6 +34,7 @@ from fedmesh.services.coordinator.ports import Events
 from fedmesh.services.coordinator.runs import RunStore
 from fedmesh.services.coordinator.servicer import CoordinatorServicer
 from fedmesh.services.coordinator.settings import CoordinatorSettings
+from fedmesh.services.coordinator.stopping import stop
 from fedmesh.services.coordinator.task_feed import TaskFeed
 from fedmesh.services.coordinator.tasks import TaskBoard
 from fedmesh.store import RoundStore, connect
@@ -57,10 +56,16 @@ class Coordinator:
     metrics: CoordinatorMetrics
 
     async def run(self) -> None:
-        """The replica loop and the task feed, until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.replica.run())
-            group.create_task(self.feed.run())
+        """The replica loop and the task feed, until cancelled; both are stopped for sure."""
+        loops = [
+            asyncio.create_task(self.replica.run(), name="replica"),
+            asyncio.create_task(self.feed.run(), name="task-feed"),
+        ]
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for loop in loops:
+                await stop(loop)
 
 
 def build(
@@ -139,36 +144,33 @@ async def serve(settings: CoordinatorSettings) -> None:
         start_http_server(settings.common.metrics_port, registry=coordinator.metrics.registry)
     print(f"LISTENING {running.port}", flush=True)
     loops = asyncio.create_task(coordinator.run())
+    signalled = _stop_on_signal()
+    waiter = asyncio.create_task(running.wait_for_termination())
+    stopper = asyncio.create_task(signalled.wait())
     try:
-        await _until_signal(running, loops)
+        await asyncio.wait({waiter, stopper, loops}, return_when=asyncio.FIRST_COMPLETED)
+        if signalled.is_set():
+            log.info("signal received; handing over and stopping")
     finally:
-        loops.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loops
+        # The loops stop before the server: the lease is released, so a standby leads at
+        # once, and the task streams end, so nodes reconnect to a live replica instead of
+        # waiting out the grace period.
+        await stop(loops)
         await running.stop(STOP_GRACE_S)
+        for task in (waiter, stopper):
+            task.cancel()
         for channel in (aggregator, registry, alerting):
             await channel.close()
         await redis.aclose()
 
 
-async def _until_signal(running: RunningServer, loops: asyncio.Task[None]) -> None:
-    """Wait for SIGTERM/SIGINT (or the server or the loops ending).
-
-    The caller then stops the loops before the server: the lease is released, so
-    a standby leads at once, and the task streams end, so nodes reconnect to a
-    live replica instead of waiting out the grace period.
-    """
-    loop = asyncio.get_running_loop()
+def _stop_on_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT."""
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    waiter = asyncio.create_task(running.wait_for_termination())
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({waiter, stopper, loops}, return_when=asyncio.FIRST_COMPLETED)
-    if stop.is_set():
-        log.info("signal received; handing over and stopping")
-    for task in (waiter, stopper):
-        task.cancel()
+    return stop
 
 
 def main() -> None:

@@ -107,7 +107,9 @@ def validate(spec: RunSpec) -> RunSpec:
         problems.append(f"rounds is {spec.rounds}; expected at least 1")
     rule = spec.aggregation.rule
     known = [r.value for r in Rule]
-    if rule not in known:
+    if not rule:
+        problems.append(f"aggregation rule is not set; expected one of {', '.join(known)}")
+    elif rule not in known:
         problems.append(f"unknown aggregation rule {rule!r}; expected one of {', '.join(known)}")
     f = spec.aggregation.byzantine_f
     if f < 0:
