@@ -11,8 +11,9 @@ import grpc
 import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
+from fedmesh.client.alerting import EventEmitter
 from fedmesh.proto.registry.v1 import registry_pb2_grpc as pb_grpc
-from fedmesh.rpc import ServiceBinding, serve_until_signal, start_server
+from fedmesh.rpc import ServiceBinding, open_channel, serve_until_signal, start_server
 from fedmesh.rpc.server import Readiness
 from fedmesh.services.registry.alarm import AlertingAlarm
 from fedmesh.services.registry.aliases import AliasBook
@@ -56,13 +57,15 @@ async def build(
     store = VersionStore(redis)
     locks = BlobLocks()
     await collect_orphans(store, blobs, locks)
-    alarm = (
-        AlertingAlarm(
-            settings.alerting_address, tls=settings.common.tls, timeout_s=settings.alert_timeout_s
+    alarm = None
+    if settings.alerting_address:
+        channel = open_channel(
+            settings.alerting_address,
+            tls=settings.common.tls,
+            default_timeout=settings.alert_timeout_s,
         )
-        if settings.alerting_address
-        else None
-    )
+        events = EventEmitter(channel, source="registry", timeout_s=settings.alert_timeout_s)
+        alarm = AlertingAlarm(events)
     check = RecordCheck(signer, alarm, metrics)
     catalog = Catalog(store, blobs, check, signer)
     retention = Retention(store, blobs, locks, check, settings.keep_versions, metrics)
