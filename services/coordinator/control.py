@@ -38,6 +38,7 @@ class RunControl:
     async def start(self, spec: RunSpec) -> Run:
         """Validate the spec, check the model and enough eligible nodes, store the run."""
         spec = validate(with_defaults(spec))
+        check_feasible_privacy(spec)
         model = await self._catalog.latest(spec.model_name)
         if model is None:
             raise FailedPrecondition(
@@ -94,3 +95,33 @@ class RunControl:
         combined = await self._evaluations.report(run_id, model.version, node_id, evaluation)
         await self._catalog.record_evaluation(model, combined)
         return combined
+
+
+def check_feasible_privacy(spec: RunSpec) -> None:
+    """Refuse a run the services cannot run privately as asked, with the numbers."""
+    if spec.secure_aggregation.enabled:
+        raise FailedPrecondition(
+            "secure aggregation is not yet wired into the aggregator and the node agent "
+            "(the SecAgg+ library is; see docs/privacy.md); start the run without it"
+        )
+    privacy = spec.privacy
+    if not privacy.enabled:
+        return
+    # Loaded only for private runs: the accountant pulls in dp-accounting and SciPy.
+    from fedmesh.privacy.accountant import PrivacyLedger
+
+    ledger = PrivacyLedger(
+        privacy.epsilon_budget,
+        privacy.delta,
+        privacy.sampling_rate or 1.0,
+        privacy.noise_multiplier,
+    )
+    affordable = ledger.affordable_rounds(spec.rounds)
+    if affordable < spec.rounds:
+        epsilon = ledger.accountant.epsilon_spent(spec.rounds)
+        raise FailedPrecondition(
+            f"privacy budget too small: {spec.rounds} rounds at sampling rate "
+            f"{privacy.sampling_rate or 1.0} and noise multiplier {privacy.noise_multiplier} "
+            f"spend ε = {epsilon:.3f} (δ = {privacy.delta}), over the budget "
+            f"{privacy.epsilon_budget}; the budget affords {affordable} rounds"
+        )

@@ -144,6 +144,7 @@ def validate(spec: RunSpec) -> RunSpec:
                 f"quorum infeasible: {rule} with f={f} needs at least {needed} updates, "
                 f"but min_participants is {spec.min_participants}"
             )
+    problems.extend(_privacy_problems(spec.privacy))
     if problems:
         raise InvalidArgument("invalid run spec: " + "; ".join(problems))
     return spec
@@ -168,3 +169,21 @@ def rule_spec(settings: AggregationSettings) -> RuleSpec:
         tau=settings.clip_radius or 1.0,
         norm_bound=settings.norm_bound or 1.0,
     )
+
+
+def _privacy_problems(privacy: PrivacySettings) -> list[str]:
+    if not privacy.enabled:
+        return []
+    problems = []
+    for name in ("clip_norm", "noise_multiplier", "epsilon_budget"):
+        value = getattr(privacy, name)
+        if not (math.isfinite(value) and value > 0):
+            problems.append(f"privacy.{name} is {value}; expected a positive number")
+    if not 0 < privacy.delta < 1:
+        problems.append(f"privacy.delta is {privacy.delta}; expected a value in (0, 1)")
+    if not 0 <= privacy.sampling_rate <= 1:
+        problems.append(
+            f"privacy.sampling_rate is {privacy.sampling_rate}; expected a value in [0, 1] "
+            "(0: every round counted at rate 1)"
+        )
+    return problems
