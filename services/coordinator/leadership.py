@@ -17,7 +17,7 @@ from fedmesh.services.coordinator.driver import RoundDriver, now_ms
 from fedmesh.services.coordinator.lease import LeaderLease, Leadership
 from fedmesh.services.coordinator.liveness import LivenessWatch
 from fedmesh.services.coordinator.metrics import CoordinatorMetrics
-from fedmesh.services.coordinator.stopping import stop
+from fedmesh.services.coordinator.stopping import pause, stop
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ class Replica:
         self._metrics = metrics
         self._attempt_timeout_s = lease.ttl_ms / 2000
         self._drive: asyncio.Task[None] | None = None
+        self._halt = asyncio.Event()
+        self._closing = asyncio.Event()
         self.state = ReplicaState(NOT_LEADING)
 
     @property
@@ -60,12 +62,16 @@ class Replica:
         """The leader's token: this replica's own, or, on a standby, the one in Redis."""
         return self.state.leadership.fencing_token or await self._lease.current_token()
 
+    def close(self) -> None:
+        """Ask the loop to end; it stops driving and releases the lease on its way out."""
+        self._closing.set()
+
     async def run(self) -> None:
-        """Loop until cancelled: renew or seek the lease, start or stop driving accordingly."""
+        """Loop until closed or cancelled: renew or seek the lease, start or stop driving."""
         try:
-            while True:
+            while not self._closing.is_set():
                 await self._once()
-                await asyncio.sleep(self._tick_s)
+                await pause(self._closing, self._tick_s)
         finally:
             await self._stop_driving()
             if self.state.leadership.leader:
@@ -91,19 +97,23 @@ class Replica:
         if leadership.leader and self._drive is None:
             log.info("became leader", extra={"fields": {"token": leadership.fencing_token}})
             self._metrics.leading(leadership.fencing_token)
-            self._drive = asyncio.create_task(self._control_loop(leadership.fencing_token))
+            self._halt = asyncio.Event()
+            self._drive = asyncio.create_task(
+                self._control_loop(leadership.fencing_token, self._halt), name="control-loop"
+            )
 
-    async def _control_loop(self, fencing_token: int) -> None:
-        while True:
+    async def _control_loop(self, fencing_token: int, halt: asyncio.Event) -> None:
+        while not halt.is_set():
             try:
                 await self._driver.tick(fencing_token)
                 await self._liveness.check(now_ms())
             except Exception:
                 log.exception("control loop tick failed")
-            await asyncio.sleep(self._tick_s)
+            await pause(halt, self._tick_s)
 
     async def _stop_driving(self) -> None:
         if self._drive is not None:
+            self._halt.set()
             await stop(self._drive)
             self._drive = None
         await self._driver.cancel()

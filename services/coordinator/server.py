@@ -56,7 +56,11 @@ class Coordinator:
     metrics: CoordinatorMetrics
 
     async def run(self) -> None:
-        """The replica loop and the task feed, until cancelled; both are stopped for sure."""
+        """The replica loop and the task feed, until closed or cancelled.
+
+        On the way out both are closed and awaited to their end, so the lease is
+        released and every task stream has ended when this returns.
+        """
         loops = [
             asyncio.create_task(self.replica.run(), name="replica"),
             asyncio.create_task(self.feed.run(), name="task-feed"),
@@ -64,8 +68,13 @@ class Coordinator:
         try:
             await asyncio.gather(*loops)
         finally:
-            for loop in loops:
-                await stop(loop)
+            self.close()
+            await asyncio.wait(loops)
+
+    def close(self) -> None:
+        """Ask the loops to end (``run`` returns once they have)."""
+        self.replica.close()
+        self.feed.close()
 
 
 def build(
@@ -155,6 +164,7 @@ async def serve(settings: CoordinatorSettings) -> None:
         # The loops stop before the server: the lease is released, so a standby leads at
         # once, and the task streams end, so nodes reconnect to a live replica instead of
         # waiting out the grace period.
+        coordinator.close()
         await stop(loops)
         await running.stop(STOP_GRACE_S)
         for task in (waiter, stopper):

@@ -1,10 +1,11 @@
-"""Stopping a background task for sure.
+"""Stopping background loops for sure.
 
 Under Python 3.11, ``asyncio.wait_for`` swallows a cancellation that arrives as
 the call it wraps completes (fixed in 3.12). redis-py wraps every command it
 sends in ``wait_for`` when a socket timeout is set, so one ``cancel()`` of a
-task that talks to Redis is sometimes lost and the task runs on. ``stop``
-cancels again until the task has really ended.
+task that talks to Redis is sometimes lost and the task runs on. The loops
+therefore also check a flag between steps (and ``pause`` on it instead of
+sleeping), and ``stop`` cancels again a task that still runs after a while.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-RECANCEL_AFTER_S = 1.0
+RECANCEL_AFTER_S = 5.0
+
+
+async def pause(flag: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less when ``flag`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await flag.wait()
 
 
 async def stop(task: asyncio.Task[Any], recancel_after_s: float = RECANCEL_AFTER_S) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+from fedmesh.services.coordinator.stopping import pause
 from fedmesh.services.coordinator.tasks import Task, TaskBoard
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class TaskFeed:
         self._interval_s = interval_s
         self._watches: dict[str, set[_Watch]] = {}
         self._closed = False
+        self._closing = asyncio.Event()
 
     async def watch(self, node_id: str) -> AsyncIterator[Task]:
         """Each new pending task of ``node_id``: the current one at once, then every change."""
@@ -65,18 +67,19 @@ class TaskFeed:
         A failed read (Redis down) is logged and tried again; the streams stay open.
         """
         try:
-            while True:
+            while not self._closed:
                 try:
                     await self.poll()
                 except Exception as exc:  # keep the streams open through a Redis outage
                     log.warning("task feed read failed", extra={"fields": {"error": repr(exc)}})
-                await asyncio.sleep(self._interval_s)
+                await pause(self._closing, self._interval_s)
         finally:
             self.close()
 
     def close(self) -> None:
         """End every open stream; later streams end at once."""
         self._closed = True
+        self._closing.set()
         for watches in self._watches.values():
             for watch in watches:
                 watch.changed.set()

@@ -29,6 +29,7 @@ from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.registry import RegistryClient
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.rpc import open_channel
+from fedmesh.services.coordinator.stopping import stop
 from fedmesh.tensors import decode, digest_tensors
 
 log = logging.getLogger(__name__)
@@ -129,9 +130,7 @@ class TinyNode:
         try:
             await self._serve()
         finally:
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            await stop(beats)
 
     async def _register(self) -> None:
         while True:
@@ -229,8 +228,7 @@ class Fleet:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await stop(task)
         for channel in self._channels:
             await channel.close()
 

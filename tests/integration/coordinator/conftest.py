@@ -42,6 +42,7 @@ class Replica:
     async def stop_loops(self) -> None:
         """Stop the replica loop and the task feed, as a graceful shutdown does."""
         if self.loops is not None:
+            self.coordinator.close()
             await stop(self.loops)
             self.loops = None
 
@@ -148,6 +149,7 @@ def start_replica(
                     await replica.stop_loops()
             finally:
                 if task is not None:
+                    coordinator.close()
                     await stop(task)
                 await running.stop(0)
 

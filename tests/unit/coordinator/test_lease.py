@@ -5,7 +5,7 @@ import redis.asyncio as aioredis
 
 from fedmesh.errors import FailedPrecondition
 from fedmesh.services.coordinator.lease import LeaderLease
-from fedmesh.store import fencing
+from fedmesh.store import fencing, keys
 
 
 async def test_one_leader_and_a_standby(redis_client: aioredis.Redis) -> None:
@@ -60,3 +60,36 @@ async def test_a_deposed_leaders_token_is_refused(redis_client: aioredis.Redis) 
         f"publishing v3 refused: fencing token {old.fencing_token} is stale; "
         f"the current leader holds {old.fencing_token + 1}"
     )
+
+
+async def test_a_replica_restarted_under_the_same_id_gets_a_new_token(
+    redis_client: aioredis.Redis,
+) -> None:
+    before = await LeaderLease(redis_client, "a", ttl_ms=5_000).attempt()
+
+    after = await LeaderLease(redis_client, "a", ttl_ms=5_000).attempt()
+
+    assert (before.leader, after.leader) == (True, True)
+    assert after.fencing_token == before.fencing_token + 1
+    assert await fencing.current_token(redis_client) == after.fencing_token
+
+
+async def test_a_token_lost_by_redis_is_issued_again(redis_client: aioredis.Redis) -> None:
+    lease = LeaderLease(redis_client, "a", ttl_ms=5_000)
+    await lease.attempt()
+    await lease.attempt()
+    await redis_client.set(keys.fencing_key(), "0")  # an older append-only file came back
+
+    renewed = await lease.attempt()
+
+    assert renewed.fencing_token == 1
+    assert await fencing.current_token(redis_client) == 1
+    assert (await lease.attempt()).fencing_token == 1
+
+
+async def test_a_standby_sees_the_leaders_token(redis_client: aioredis.Redis) -> None:
+    leader = await LeaderLease(redis_client, "a", ttl_ms=5_000).attempt()
+    standby = LeaderLease(redis_client, "b", ttl_ms=5_000)
+
+    assert not (await standby.attempt()).leader
+    assert await standby.current_token() == leader.fencing_token
