@@ -87,6 +87,7 @@ class RoundDriver:
         self._metrics = metrics
         self._clock = clock
         self._in_flight: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self.progressed = asyncio.Event()
 
     async def tick(self, fencing_token: int) -> None:
         """Advance every active run by what its stored state allows now."""
@@ -308,6 +309,8 @@ class RoundDriver:
                 if fields.get("failure_kind") == QUORUM:
                     await self._events.emit("quorum_missed", labels, {"reason": reason})
                 await self._events.emit("round_failed", labels, {"reason": reason})
+        # The control loop takes its next step now rather than at its next tick.
+        self.progressed.set()
         return await self._runs.get(run.run_id)
 
     async def _evidence(self, run: Run, round_no: int, node_id: str, reason: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 from fedmesh.services.coordinator.driver import RoundDriver, now_ms
@@ -22,6 +23,8 @@ from fedmesh.services.coordinator.stopping import pause, stop
 log = logging.getLogger(__name__)
 
 NOT_LEADING = Leadership(False, 0, "")
+# Reading every node costs one Redis pass over all of them; a second is finer than staleness needs.
+LIVENESS_EVERY_S = 1.0
 
 
 @dataclass
@@ -103,17 +106,22 @@ class Replica:
             )
 
     async def _control_loop(self, fencing_token: int, halt: asyncio.Event) -> None:
+        checked = 0.0
         while not halt.is_set():
+            self._driver.progressed.clear()
             try:
                 await self._driver.tick(fencing_token)
-                await self._liveness.check(now_ms())
+                if time.monotonic() - checked >= LIVENESS_EVERY_S:
+                    checked = time.monotonic()
+                    await self._liveness.check(now_ms())
             except Exception:
                 log.exception("control loop tick failed")
-            await pause(halt, self._tick_s)
+            await pause(self._driver.progressed, self._tick_s)
 
     async def _stop_driving(self) -> None:
         if self._drive is not None:
             self._halt.set()
+            self._driver.progressed.set()  # ends the loop's pause at once
             await stop(self._drive)
             self._drive = None
         await self._driver.cancel()

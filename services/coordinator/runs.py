@@ -83,6 +83,7 @@ class RunStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
         self._finish = redis.register_script(_FINISH)
+        self._finished: set[str] = set()
         self._settle = redis.register_script(_SETTLE)
 
     async def create(self, spec: RunSpec, model: ModelRef, now_unix_ms: int) -> Run:
@@ -131,9 +132,10 @@ class RunStore:
         return [await self.get(str(run_id)) for run_id in ids]
 
     async def active(self) -> list[Run]:
-        """Runs still RUNNING."""
-        ids = await self._redis.zrange(keys.runs_index_key(), 0, -1)
-        runs = [await self.get(str(run_id)) for run_id in ids]
+        """Runs still RUNNING (a run seen finished is not read again: it never runs again)."""
+        ids = [str(i) for i in await self._redis.zrange(keys.runs_index_key(), 0, -1)]
+        runs = [await self.get(run_id) for run_id in ids if run_id not in self._finished]
+        self._finished.update(run.run_id for run in runs if run.status is not RunStatus.RUNNING)
         return [run for run in runs if run.status is RunStatus.RUNNING]
 
     async def advance(self, run_id: str, round_no: int) -> None:

@@ -35,7 +35,8 @@ class TaskFeed:
         self._interval_s = interval_s
         self._watches: dict[str, set[_Watch]] = {}
         self._closed = False
-        self._closing = asyncio.Event()
+        self._wake = asyncio.Event()
+        board.on_assign(self.nudge)
 
     async def watch(self, node_id: str) -> AsyncIterator[Task]:
         """Each new pending task of ``node_id``: the current one at once, then every change."""
@@ -72,14 +73,19 @@ class TaskFeed:
                     await self.poll()
                 except Exception as exc:  # keep the streams open through a Redis outage
                     log.warning("task feed read failed", extra={"fields": {"error": repr(exc)}})
-                await pause(self._closing, self._interval_s)
+                await pause(self._wake, self._interval_s)
+                self._wake.clear()
         finally:
             self.close()
+
+    def nudge(self) -> None:
+        """Read at once instead of at the next interval (tasks were just assigned)."""
+        self._wake.set()
 
     def close(self) -> None:
         """End every open stream; later streams end at once."""
         self._closed = True
-        self._closing.set()
+        self._wake.set()
         for watches in self._watches.values():
             for watch in watches:
                 watch.changed.set()

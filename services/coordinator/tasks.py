@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -72,6 +72,11 @@ class TaskBoard:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
+        self._on_assign: list[Callable[[], None]] = []
+
+    def on_assign(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every assignment (a feed in this process pushes at once)."""
+        self._on_assign.append(callback)
 
     async def assign(self, node_ids: Iterable[str], task_for: Mapping[str, Task]) -> None:
         """Store each node's task (one transaction)."""
@@ -79,6 +84,8 @@ class TaskBoard:
         for node_id in node_ids:
             pipe.set(keys.node_task_key(node_id), task_for[node_id].to_json())
         await pipe.execute()
+        for callback in self._on_assign:
+            callback()
 
     async def pending(self, node_id: str) -> Task | None:
         """The task waiting for ``node_id``, if any."""
