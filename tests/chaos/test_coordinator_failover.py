@@ -8,7 +8,9 @@ import asyncio
 import pytest
 
 from fedmesh.cli.stack import LocalStack
+from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
+from fedmesh.rpc import open_channel
 
 from .checks import assert_run_integrity, finished, leader, until, wait_round
 from .conftest import Operator, fedavg_spec
@@ -42,11 +44,16 @@ async def test_leader_killed_while_collecting(stack: LocalStack, operator: Opera
         collecting = await wait_round(
             operator.coordinator, run.run_id, 2, lambda r: True, "readable after the takeover"
         )
+        await asyncio.to_thread(stack.restart, old_leader)
+        async with open_channel(stack.services[old_leader].address) as channel:
+            rejoined = await CoordinatorClient(channel).status()
         await fleet.gate.open(2)
         state = await finished(operator.coordinator, run.run_id)
 
     assert new_leader != old_leader
     assert new_token > old_token
+    assert (rejoined.leader, rejoined.replica_id) == (False, old_leader)
+    assert rejoined.fencing_token == new_token
     assert before.phase == collecting.phase == pb.ROUND_PHASE_COLLECTING
     after = state.rounds[1]
     assert after.phase == pb.ROUND_PHASE_COMPLETED
