@@ -63,7 +63,7 @@ class TaskFeed:
         return sum(len(w) for w in self._watches.values())
 
     async def run(self) -> None:
-        """Poll until cancelled, then end every stream (its node reconnects to a live replica).
+        """Poll until closed or cancelled, then end every stream (nodes reconnect elsewhere).
 
         A failed read (Redis down) is logged and tried again; the streams stay open.
         """
