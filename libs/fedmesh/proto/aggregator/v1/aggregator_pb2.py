@@ -25,29 +25,59 @@ _sym_db = _symbol_database.Default()
 from fedmesh.proto.common.v1 import common_pb2 as fedmesh_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&fedmesh/aggregator/v1/aggregator.proto\x12\x15\x66\x65\x64mesh.aggregator.v1\x1a\x1e\x66\x65\x64mesh/common/v1/common.proto\"\xce\x02\n\x0cUpdateHeader\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x33\n\x08manifest\x18\x04 \x01(\x0b\x32!.fedmesh.common.v1.TensorManifest\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12\x13\n\x0bnum_samples\x18\x06 \x01(\x03\x12\x15\n\rpayload_bytes\x18\x07 \x01(\x03\x12/\n\nbase_model\x18\x08 \x01(\x0b\x32\x1b.fedmesh.common.v1.ModelRef\x12\x12\n\nlocal_loss\x18\t \x01(\x01\x12\r\n\x05nonce\x18\n \x01(\x0c\x12\x11\n\tsignature\x18\x0b \x01(\x0c\x12\x36\n\rtrace_context\x18\x0c \x01(\x0b\x32\x1f.fedmesh.common.v1.TraceContext\"e\n\x13SubmitUpdateRequest\x12\x35\n\x06header\x18\x01 \x01(\x0b\x32#.fedmesh.aggregator.v1.UpdateHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04item\"Q\n\x14SubmitUpdateResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x16\n\x0ereceived_bytes\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"\xa0\x02\n\x15\x41ggregateRoundRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12\x37\n\x0b\x61ggregation\x18\x04 \x01(\x0b\x32\".fedmesh.common.v1.AggregationSpec\x12/\n\nbase_model\x18\x05 \x01(\x0b\x32\x1b.fedmesh.common.v1.ModelRef\x12/\n\x07privacy\x18\x06 \x01(\x0b\x32\x1e.fedmesh.common.v1.PrivacySpec\x12\x36\n\rtrace_context\x18\x07 \x01(\x0b\x32\x1f.fedmesh.common.v1.TraceContext\"\x86\x01\n\x0eUpdateEvidence\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x10\n\x08\x65xcluded\x18\x04 \x01(\x08\x12\x0f\n\x07\x63lipped\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x11\n\thas_score\x18\x07 \x01(\x08\"\xe0\x01\n\x16\x41ggregateRoundResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.fedmesh.common.v1.ModelRef\x12\x37\n\x08\x65vidence\x18\x02 \x03(\x0b\x32%.fedmesh.aggregator.v1.UpdateEvidence\x12\x14\n\x0cupdates_used\x18\x03 \x01(\x05\x12\x17\n\x0fmean_local_loss\x18\x04 \x01(\x01\x12\x15\n\repsilon_spent\x18\x05 \x01(\x01\x12\x1b\n\x13\x61ggregation_seconds\x18\x06 \x01(\x01\"\x12\n\x10GetStatusRequest\"x\n\x11GetStatusResponse\x12\x17\n\x0fspooled_updates\x18\x01 \x01(\x03\x12\x15\n\rspooled_bytes\x18\x02 \x01(\x03\x12\x19\n\x11rounds_aggregated\x18\x03 \x01(\x03\x12\x18\n\x10updates_rejected\x18\x04 \x01(\x03\x32\xcd\x02\n\x11\x41ggregatorService\x12i\n\x0cSubmitUpdate\x12*.fedmesh.aggregator.v1.SubmitUpdateRequest\x1a+.fedmesh.aggregator.v1.SubmitUpdateResponse(\x01\x12m\n\x0e\x41ggregateRound\x12,.fedmesh.aggregator.v1.AggregateRoundRequest\x1a-.fedmesh.aggregator.v1.AggregateRoundResponse\x12^\n\tGetStatus\x12\'.fedmesh.aggregator.v1.GetStatusRequest\x1a(.fedmesh.aggregator.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&fedmesh/aggregator/v1/aggregator.proto\x12\x15\x66\x65\x64mesh.aggregator.v1\x1a\x1e\x66\x65\x64mesh/common/v1/common.proto\"@\n\x0eSecureRoundRef\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0f\n\x07node_id\x18\x03 \x01(\t\"L\n\x16JoinSecureRoundRequest\x12\x32\n\x03ref\x18\x01 \x01(\x0b\x32%.fedmesh.aggregator.v1.SecureRoundRef\"\xaa\x02\n\x17JoinSecureRoundResponse\x12\x12\n\nnode_index\x18\x01 \x01(\r\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\x05\x12\x16\n\x0e\x62ucket_members\x18\x03 \x03(\r\x12\x0e\n\x06\x64\x65gree\x18\x04 \x01(\x05\x12\x11\n\tthreshold\x18\x05 \x01(\x05\x12\x15\n\rmin_survivors\x18\x06 \x01(\x05\x12\x12\n\ngraph_seed\x18\x07 \x01(\x0c\x12\x15\n\rround_context\x18\x08 \x01(\x0c\x12\x15\n\rvector_length\x18\t \x01(\x03\x12\x12\n\nclip_range\x18\n \x01(\x01\x12\x14\n\x0cmax_summands\x18\x0b \x01(\x05\x12\x14\n\x0cnoise_stddev\x18\x0c \x01(\x01\x12\x17\n\x0fstage_timeout_s\x18\r \x01(\x01\"[\n\x10SecAggPublicKeys\x12\x0c\n\x04node\x18\x01 \x01(\r\x12\x1d\n\x15\x65ncryption_public_key\x18\x02 \x01(\x0c\x12\x1a\n\x12masking_public_key\x18\x03 \x01(\x0c\"\x85\x01\n\x14\x41\x64vertiseKeysRequest\x12\x32\n\x03ref\x18\x01 \x01(\x0b\x32%.fedmesh.aggregator.v1.SecureRoundRef\x12\x1d\n\x15\x65ncryption_public_key\x18\x02 \x01(\x0c\x12\x1a\n\x12masking_public_key\x18\x03 \x01(\x0c\"T\n\x15\x41\x64vertiseKeysResponse\x12;\n\nneighbours\x18\x01 \x03(\x0b\x32\'.fedmesh.aggregator.v1.SecAggPublicKeys\"S\n\x0bSealedShare\x12\x0e\n\x06sender\x18\x01 \x01(\r\x12\x11\n\trecipient\x18\x02 \x01(\r\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"z\n\x10ShareKeysRequest\x12\x32\n\x03ref\x18\x01 \x01(\x0b\x32%.fedmesh.aggregator.v1.SecureRoundRef\x12\x32\n\x06shares\x18\x02 \x03(\x0b\x32\".fedmesh.aggregator.v1.SealedShare\"G\n\x11ShareKeysResponse\x12\x32\n\x06shares\x18\x01 \x03(\x0b\x32\".fedmesh.aggregator.v1.SealedShare\"\xcf\x01\n\x11MaskedInputHeader\x12\x32\n\x03ref\x18\x01 \x01(\x0b\x32%.fedmesh.aggregator.v1.SecureRoundRef\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x15\n\rpayload_bytes\x18\x03 \x01(\x03\x12\x13\n\x0bnum_samples\x18\x04 \x01(\x03\x12\x12\n\nlocal_loss\x18\x05 \x01(\x01\x12\x36\n\rtrace_context\x18\x06 \x01(\x0b\x32\x1f.fedmesh.common.v1.TraceContext\"o\n\x18SubmitMaskedInputRequest\x12:\n\x06header\x18\x01 \x01(\x0b\x32(.fedmesh.aggregator.v1.MaskedInputHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04item\".\n\x19SubmitMaskedInputResponse\x12\x11\n\tsurvivors\x18\x01 \x03(\r\"-\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x0c\"\xc8\x01\n\x13RevealSharesRequest\x12\x32\n\x03ref\x18\x01 \x01(\x0b\x32%.fedmesh.aggregator.v1.SecureRoundRef\x12>\n\x10self_mask_shares\x18\x02 \x03(\x0b\x32$.fedmesh.aggregator.v1.RevealedShare\x12=\n\x0fmask_key_shares\x18\x03 \x03(\x0b\x32$.fedmesh.aggregator.v1.RevealedShare\",\n\x14RevealSharesResponse\x12\x14\n\x0c\x63ontributors\x18\x01 \x03(\r\"\xce\x02\n\x0cUpdateHeader\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x33\n\x08manifest\x18\x04 \x01(\x0b\x32!.fedmesh.common.v1.TensorManifest\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12\x13\n\x0bnum_samples\x18\x06 \x01(\x03\x12\x15\n\rpayload_bytes\x18\x07 \x01(\x03\x12/\n\nbase_model\x18\x08 \x01(\x0b\x32\x1b.fedmesh.common.v1.ModelRef\x12\x12\n\nlocal_loss\x18\t \x01(\x01\x12\r\n\x05nonce\x18\n \x01(\x0c\x12\x11\n\tsignature\x18\x0b \x01(\x0c\x12\x36\n\rtrace_context\x18\x0c \x01(\x0b\x32\x1f.fedmesh.common.v1.TraceContext\"e\n\x13SubmitUpdateRequest\x12\x35\n\x06header\x18\x01 \x01(\x0b\x32#.fedmesh.aggregator.v1.UpdateHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04item\"Q\n\x14SubmitUpdateResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x16\n\x0ereceived_bytes\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"\xa0\x02\n\x15\x41ggregateRoundRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12\x37\n\x0b\x61ggregation\x18\x04 \x01(\x0b\x32\".fedmesh.common.v1.AggregationSpec\x12/\n\nbase_model\x18\x05 \x01(\x0b\x32\x1b.fedmesh.common.v1.ModelRef\x12/\n\x07privacy\x18\x06 \x01(\x0b\x32\x1e.fedmesh.common.v1.PrivacySpec\x12\x36\n\rtrace_context\x18\x07 \x01(\x0b\x32\x1f.fedmesh.common.v1.TraceContext\"\x86\x01\n\x0eUpdateEvidence\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x10\n\x08\x65xcluded\x18\x04 \x01(\x08\x12\x0f\n\x07\x63lipped\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x11\n\thas_score\x18\x07 \x01(\x08\"\xe0\x01\n\x16\x41ggregateRoundResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.fedmesh.common.v1.ModelRef\x12\x37\n\x08\x65vidence\x18\x02 \x03(\x0b\x32%.fedmesh.aggregator.v1.UpdateEvidence\x12\x14\n\x0cupdates_used\x18\x03 \x01(\x05\x12\x17\n\x0fmean_local_loss\x18\x04 \x01(\x01\x12\x15\n\repsilon_spent\x18\x05 \x01(\x01\x12\x1b\n\x13\x61ggregation_seconds\x18\x06 \x01(\x01\"\x12\n\x10GetStatusRequest\"x\n\x11GetStatusResponse\x12\x17\n\x0fspooled_updates\x18\x01 \x01(\x03\x12\x15\n\rspooled_bytes\x18\x02 \x01(\x03\x12\x19\n\x11rounds_aggregated\x18\x03 \x01(\x03\x12\x18\n\x10updates_rejected\x18\x04 \x01(\x03\x32\xee\x06\n\x11\x41ggregatorService\x12i\n\x0cSubmitUpdate\x12*.fedmesh.aggregator.v1.SubmitUpdateRequest\x1a+.fedmesh.aggregator.v1.SubmitUpdateResponse(\x01\x12m\n\x0e\x41ggregateRound\x12,.fedmesh.aggregator.v1.AggregateRoundRequest\x1a-.fedmesh.aggregator.v1.AggregateRoundResponse\x12^\n\tGetStatus\x12\'.fedmesh.aggregator.v1.GetStatusRequest\x1a(.fedmesh.aggregator.v1.GetStatusResponse\x12p\n\x0fJoinSecureRound\x12-.fedmesh.aggregator.v1.JoinSecureRoundRequest\x1a..fedmesh.aggregator.v1.JoinSecureRoundResponse\x12j\n\rAdvertiseKeys\x12+.fedmesh.aggregator.v1.AdvertiseKeysRequest\x1a,.fedmesh.aggregator.v1.AdvertiseKeysResponse\x12^\n\tShareKeys\x12\'.fedmesh.aggregator.v1.ShareKeysRequest\x1a(.fedmesh.aggregator.v1.ShareKeysResponse\x12x\n\x11SubmitMaskedInput\x12/.fedmesh.aggregator.v1.SubmitMaskedInputRequest\x1a\x30.fedmesh.aggregator.v1.SubmitMaskedInputResponse(\x01\x12g\n\x0cRevealShares\x12*.fedmesh.aggregator.v1.RevealSharesRequest\x1a+.fedmesh.aggregator.v1.RevealSharesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedmesh.aggregator.v1.aggregator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UPDATEHEADER']._serialized_start=98
-  _globals['_UPDATEHEADER']._serialized_end=432
-  _globals['_SUBMITUPDATEREQUEST']._serialized_start=434
-  _globals['_SUBMITUPDATEREQUEST']._serialized_end=535
-  _globals['_SUBMITUPDATERESPONSE']._serialized_start=537
-  _globals['_SUBMITUPDATERESPONSE']._serialized_end=618
-  _globals['_AGGREGATEROUNDREQUEST']._serialized_start=621
-  _globals['_AGGREGATEROUNDREQUEST']._serialized_end=909
-  _globals['_UPDATEEVIDENCE']._serialized_start=912
-  _globals['_UPDATEEVIDENCE']._serialized_end=1046
-  _globals['_AGGREGATEROUNDRESPONSE']._serialized_start=1049
-  _globals['_AGGREGATEROUNDRESPONSE']._serialized_end=1273
-  _globals['_GETSTATUSREQUEST']._serialized_start=1275
-  _globals['_GETSTATUSREQUEST']._serialized_end=1293
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1295
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1415
-  _globals['_AGGREGATORSERVICE']._serialized_start=1418
-  _globals['_AGGREGATORSERVICE']._serialized_end=1751
+  _globals['_SECUREROUNDREF']._serialized_start=97
+  _globals['_SECUREROUNDREF']._serialized_end=161
+  _globals['_JOINSECUREROUNDREQUEST']._serialized_start=163
+  _globals['_JOINSECUREROUNDREQUEST']._serialized_end=239
+  _globals['_JOINSECUREROUNDRESPONSE']._serialized_start=242
+  _globals['_JOINSECUREROUNDRESPONSE']._serialized_end=540
+  _globals['_SECAGGPUBLICKEYS']._serialized_start=542
+  _globals['_SECAGGPUBLICKEYS']._serialized_end=633
+  _globals['_ADVERTISEKEYSREQUEST']._serialized_start=636
+  _globals['_ADVERTISEKEYSREQUEST']._serialized_end=769
+  _globals['_ADVERTISEKEYSRESPONSE']._serialized_start=771
+  _globals['_ADVERTISEKEYSRESPONSE']._serialized_end=855
+  _globals['_SEALEDSHARE']._serialized_start=857
+  _globals['_SEALEDSHARE']._serialized_end=940
+  _globals['_SHAREKEYSREQUEST']._serialized_start=942
+  _globals['_SHAREKEYSREQUEST']._serialized_end=1064
+  _globals['_SHAREKEYSRESPONSE']._serialized_start=1066
+  _globals['_SHAREKEYSRESPONSE']._serialized_end=1137
+  _globals['_MASKEDINPUTHEADER']._serialized_start=1140
+  _globals['_MASKEDINPUTHEADER']._serialized_end=1347
+  _globals['_SUBMITMASKEDINPUTREQUEST']._serialized_start=1349
+  _globals['_SUBMITMASKEDINPUTREQUEST']._serialized_end=1460
+  _globals['_SUBMITMASKEDINPUTRESPONSE']._serialized_start=1462
+  _globals['_SUBMITMASKEDINPUTRESPONSE']._serialized_end=1508
+  _globals['_REVEALEDSHARE']._serialized_start=1510
+  _globals['_REVEALEDSHARE']._serialized_end=1555
+  _globals['_REVEALSHARESREQUEST']._serialized_start=1558
+  _globals['_REVEALSHARESREQUEST']._serialized_end=1758
+  _globals['_REVEALSHARESRESPONSE']._serialized_start=1760
+  _globals['_REVEALSHARESRESPONSE']._serialized_end=1804
+  _globals['_UPDATEHEADER']._serialized_start=1807
+  _globals['_UPDATEHEADER']._serialized_end=2141
+  _globals['_SUBMITUPDATEREQUEST']._serialized_start=2143
+  _globals['_SUBMITUPDATEREQUEST']._serialized_end=2244
+  _globals['_SUBMITUPDATERESPONSE']._serialized_start=2246
+  _globals['_SUBMITUPDATERESPONSE']._serialized_end=2327
+  _globals['_AGGREGATEROUNDREQUEST']._serialized_start=2330
+  _globals['_AGGREGATEROUNDREQUEST']._serialized_end=2618
+  _globals['_UPDATEEVIDENCE']._serialized_start=2621
+  _globals['_UPDATEEVIDENCE']._serialized_end=2755
+  _globals['_AGGREGATEROUNDRESPONSE']._serialized_start=2758
+  _globals['_AGGREGATEROUNDRESPONSE']._serialized_end=2982
+  _globals['_GETSTATUSREQUEST']._serialized_start=2984
+  _globals['_GETSTATUSREQUEST']._serialized_end=3002
+  _globals['_GETSTATUSRESPONSE']._serialized_start=3004
+  _globals['_GETSTATUSRESPONSE']._serialized_end=3124
+  _globals['_AGGREGATORSERVICE']._serialized_start=3127
+  _globals['_AGGREGATORSERVICE']._serialized_end=4005
 # @@protoc_insertion_point(module_scope)

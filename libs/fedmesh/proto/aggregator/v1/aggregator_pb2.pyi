@@ -20,6 +20,408 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SecureRoundRef(_message.Message):
+    """A node in a secure round."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    round: _builtins.int
+    node_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "round", b"round", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecureRoundRef: _TypeAlias = SecureRoundRef  # noqa: Y015
+
+@_typing.final
+class JoinSecureRoundRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ref(self) -> Global___SecureRoundRef: ...
+    def __init__(
+        self,
+        *,
+        ref: Global___SecureRoundRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JoinSecureRoundRequest: _TypeAlias = JoinSecureRoundRequest  # noqa: Y015
+
+@_typing.final
+class JoinSecureRoundResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_INDEX_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    BUCKET_MEMBERS_FIELD_NUMBER: _builtins.int
+    DEGREE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    MIN_SURVIVORS_FIELD_NUMBER: _builtins.int
+    GRAPH_SEED_FIELD_NUMBER: _builtins.int
+    ROUND_CONTEXT_FIELD_NUMBER: _builtins.int
+    VECTOR_LENGTH_FIELD_NUMBER: _builtins.int
+    CLIP_RANGE_FIELD_NUMBER: _builtins.int
+    MAX_SUMMANDS_FIELD_NUMBER: _builtins.int
+    NOISE_STDDEV_FIELD_NUMBER: _builtins.int
+    STAGE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    node_index: _builtins.int
+    """The node's index among the round's participants (sorted by node id)."""
+    bucket: _builtins.int
+    degree: _builtins.int
+    threshold: _builtins.int
+    min_survivors: _builtins.int
+    graph_seed: _builtins.bytes
+    round_context: _builtins.bytes
+    vector_length: _builtins.int
+    clip_range: _builtins.float
+    max_summands: _builtins.int
+    noise_stddev: _builtins.float
+    """Standard deviation of the Gaussian noise share this node adds (distributed DP); 0: none."""
+    stage_timeout_s: _builtins.float
+    @_builtins.property
+    def bucket_members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Participant indices of the node's bucket."""
+
+    def __init__(
+        self,
+        *,
+        node_index: _builtins.int = ...,
+        bucket: _builtins.int = ...,
+        bucket_members: _abc.Iterable[_builtins.int] | None = ...,
+        degree: _builtins.int = ...,
+        threshold: _builtins.int = ...,
+        min_survivors: _builtins.int = ...,
+        graph_seed: _builtins.bytes = ...,
+        round_context: _builtins.bytes = ...,
+        vector_length: _builtins.int = ...,
+        clip_range: _builtins.float = ...,
+        max_summands: _builtins.int = ...,
+        noise_stddev: _builtins.float = ...,
+        stage_timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "bucket_members", b"bucket_members", "clip_range", b"clip_range", "degree", b"degree", "graph_seed", b"graph_seed", "max_summands", b"max_summands", "min_survivors", b"min_survivors", "node_index", b"node_index", "noise_stddev", b"noise_stddev", "round_context", b"round_context", "stage_timeout_s", b"stage_timeout_s", "threshold", b"threshold", "vector_length", b"vector_length"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JoinSecureRoundResponse: _TypeAlias = JoinSecureRoundResponse  # noqa: Y015
+
+@_typing.final
+class SecAggPublicKeys(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    MASKING_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    node: _builtins.int
+    encryption_public_key: _builtins.bytes
+    masking_public_key: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        node: _builtins.int = ...,
+        encryption_public_key: _builtins.bytes = ...,
+        masking_public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encryption_public_key", b"encryption_public_key", "masking_public_key", b"masking_public_key", "node", b"node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggPublicKeys: _TypeAlias = SecAggPublicKeys  # noqa: Y015
+
+@_typing.final
+class AdvertiseKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    MASKING_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    encryption_public_key: _builtins.bytes
+    masking_public_key: _builtins.bytes
+    @_builtins.property
+    def ref(self) -> Global___SecureRoundRef: ...
+    def __init__(
+        self,
+        *,
+        ref: Global___SecureRoundRef | None = ...,
+        encryption_public_key: _builtins.bytes = ...,
+        masking_public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encryption_public_key", b"encryption_public_key", "masking_public_key", b"masking_public_key", "ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdvertiseKeysRequest: _TypeAlias = AdvertiseKeysRequest  # noqa: Y015
+
+@_typing.final
+class AdvertiseKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEIGHBOURS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def neighbours(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecAggPublicKeys]: ...
+    def __init__(
+        self,
+        *,
+        neighbours: _abc.Iterable[Global___SecAggPublicKeys] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["neighbours", b"neighbours"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdvertiseKeysResponse: _TypeAlias = AdvertiseKeysResponse  # noqa: Y015
+
+@_typing.final
+class SealedShare(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENDER_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    sender: _builtins.int
+    recipient: _builtins.int
+    nonce: _builtins.bytes
+    ciphertext: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        sender: _builtins.int = ...,
+        recipient: _builtins.int = ...,
+        nonce: _builtins.bytes = ...,
+        ciphertext: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "nonce", b"nonce", "recipient", b"recipient", "sender", b"sender"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SealedShare: _TypeAlias = SealedShare  # noqa: Y015
+
+@_typing.final
+class ShareKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    SHARES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ref(self) -> Global___SecureRoundRef: ...
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedShare]: ...
+    def __init__(
+        self,
+        *,
+        ref: Global___SecureRoundRef | None = ...,
+        shares: _abc.Iterable[Global___SealedShare] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref", "shares", b"shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShareKeysRequest: _TypeAlias = ShareKeysRequest  # noqa: Y015
+
+@_typing.final
+class ShareKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedShare]: ...
+    def __init__(
+        self,
+        *,
+        shares: _abc.Iterable[Global___SealedShare] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shares", b"shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShareKeysResponse: _TypeAlias = ShareKeysResponse  # noqa: Y015
+
+@_typing.final
+class MaskedInputHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
+    NUM_SAMPLES_FIELD_NUMBER: _builtins.int
+    LOCAL_LOSS_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    digest: _builtins.str
+    """SHA-256 (hex) of the masked vector's bytes."""
+    payload_bytes: _builtins.int
+    num_samples: _builtins.int
+    local_loss: _builtins.float
+    @_builtins.property
+    def ref(self) -> Global___SecureRoundRef: ...
+    @_builtins.property
+    def trace_context(self) -> _common_pb2.TraceContext: ...
+    def __init__(
+        self,
+        *,
+        ref: Global___SecureRoundRef | None = ...,
+        digest: _builtins.str = ...,
+        payload_bytes: _builtins.int = ...,
+        num_samples: _builtins.int = ...,
+        local_loss: _builtins.float = ...,
+        trace_context: _common_pb2.TraceContext | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref", "trace_context", b"trace_context"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "local_loss", b"local_loss", "num_samples", b"num_samples", "payload_bytes", b"payload_bytes", "ref", b"ref", "trace_context", b"trace_context"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MaskedInputHeader: _TypeAlias = MaskedInputHeader  # noqa: Y015
+
+@_typing.final
+class SubmitMaskedInputRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___MaskedInputHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___MaskedInputHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___SubmitMaskedInputRequest: _TypeAlias = SubmitMaskedInputRequest  # noqa: Y015
+
+@_typing.final
+class SubmitMaskedInputResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SURVIVORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def survivors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        survivors: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["survivors", b"survivors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitMaskedInputResponse: _TypeAlias = SubmitMaskedInputResponse  # noqa: Y015
+
+@_typing.final
+class RevealedShare(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    owner: _builtins.int
+    value: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        owner: _builtins.int = ...,
+        value: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevealedShare: _TypeAlias = RevealedShare  # noqa: Y015
+
+@_typing.final
+class RevealSharesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    SELF_MASK_SHARES_FIELD_NUMBER: _builtins.int
+    MASK_KEY_SHARES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ref(self) -> Global___SecureRoundRef: ...
+    @_builtins.property
+    def self_mask_shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevealedShare]: ...
+    @_builtins.property
+    def mask_key_shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevealedShare]: ...
+    def __init__(
+        self,
+        *,
+        ref: Global___SecureRoundRef | None = ...,
+        self_mask_shares: _abc.Iterable[Global___RevealedShare] | None = ...,
+        mask_key_shares: _abc.Iterable[Global___RevealedShare] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mask_key_shares", b"mask_key_shares", "ref", b"ref", "self_mask_shares", b"self_mask_shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevealSharesRequest: _TypeAlias = RevealSharesRequest  # noqa: Y015
+
+@_typing.final
+class RevealSharesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRIBUTORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contributors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        contributors: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributors", b"contributors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevealSharesResponse: _TypeAlias = RevealSharesResponse  # noqa: Y015
+
+@_typing.final
 class UpdateHeader(_message.Message):
     """First message of an update stream."""
 

@@ -50,6 +50,31 @@ class AggregatorServiceStub:
                 request_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.JoinSecureRound = channel.unary_unary(
+                '/fedmesh.aggregator.v1.AggregatorService/JoinSecureRound',
+                request_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.JoinSecureRoundRequest.SerializeToString,
+                response_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.JoinSecureRoundResponse.FromString,
+                _registered_method=True)
+        self.AdvertiseKeys = channel.unary_unary(
+                '/fedmesh.aggregator.v1.AggregatorService/AdvertiseKeys',
+                request_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.AdvertiseKeysRequest.SerializeToString,
+                response_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.AdvertiseKeysResponse.FromString,
+                _registered_method=True)
+        self.ShareKeys = channel.unary_unary(
+                '/fedmesh.aggregator.v1.AggregatorService/ShareKeys',
+                request_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.ShareKeysRequest.SerializeToString,
+                response_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.ShareKeysResponse.FromString,
+                _registered_method=True)
+        self.SubmitMaskedInput = channel.stream_unary(
+                '/fedmesh.aggregator.v1.AggregatorService/SubmitMaskedInput',
+                request_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.SubmitMaskedInputRequest.SerializeToString,
+                response_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.SubmitMaskedInputResponse.FromString,
+                _registered_method=True)
+        self.RevealShares = channel.unary_unary(
+                '/fedmesh.aggregator.v1.AggregatorService/RevealShares',
+                request_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.RevealSharesRequest.SerializeToString,
+                response_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.RevealSharesResponse.FromString,
+                _registered_method=True)
 
 
 class AggregatorServiceServicer:
@@ -76,6 +101,46 @@ class AggregatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JoinSecureRound(self, request, context):
+        """SecAgg+ (Bell et al. 2020) for runs with secure aggregation: one call per stage, in order.
+        Each stage call returns when the stage closes for the node's bucket: every member sent,
+        or the stage timed out. A bucket that falls below its threshold fails every waiting call
+        with FAILED_PRECONDITION and the reason; the round then fails.
+        The parameters of the node's bucket: its index, members, degree, threshold, codec.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdvertiseKeys(self, request, context):
+        """Stage 0: the node's two X25519 public keys; returns its neighbours' keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareKeys(self, request, context):
+        """Stage 1: sealed Shamir shares for each neighbour; returns those sealed for this node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitMaskedInput(self, request_iterator, context):
+        """Stage 2, client stream: a header, then the masked vector (uint32 LE words) in chunks;
+        returns the bucket's survivors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevealShares(self, request, context):
+        """Stage 3: self-mask shares of survivors, mask-key shares of dropouts; returns the contributors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +158,31 @@ def add_AggregatorServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.GetStatusRequest.FromString,
                     response_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'JoinSecureRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinSecureRound,
+                    request_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.JoinSecureRoundRequest.FromString,
+                    response_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.JoinSecureRoundResponse.SerializeToString,
+            ),
+            'AdvertiseKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdvertiseKeys,
+                    request_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.AdvertiseKeysRequest.FromString,
+                    response_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.AdvertiseKeysResponse.SerializeToString,
+            ),
+            'ShareKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareKeys,
+                    request_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.ShareKeysRequest.FromString,
+                    response_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.ShareKeysResponse.SerializeToString,
+            ),
+            'SubmitMaskedInput': grpc.stream_unary_rpc_method_handler(
+                    servicer.SubmitMaskedInput,
+                    request_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.SubmitMaskedInputRequest.FromString,
+                    response_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.SubmitMaskedInputResponse.SerializeToString,
+            ),
+            'RevealShares': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevealShares,
+                    request_deserializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.RevealSharesRequest.FromString,
+                    response_serializer=fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.RevealSharesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +267,141 @@ class AggregatorService:
             '/fedmesh.aggregator.v1.AggregatorService/GetStatus',
             fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.GetStatusRequest.SerializeToString,
             fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinSecureRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmesh.aggregator.v1.AggregatorService/JoinSecureRound',
+            fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.JoinSecureRoundRequest.SerializeToString,
+            fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.JoinSecureRoundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdvertiseKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmesh.aggregator.v1.AggregatorService/AdvertiseKeys',
+            fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.AdvertiseKeysRequest.SerializeToString,
+            fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.AdvertiseKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmesh.aggregator.v1.AggregatorService/ShareKeys',
+            fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.ShareKeysRequest.SerializeToString,
+            fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.ShareKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitMaskedInput(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/fedmesh.aggregator.v1.AggregatorService/SubmitMaskedInput',
+            fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.SubmitMaskedInputRequest.SerializeToString,
+            fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.SubmitMaskedInputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevealShares(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmesh.aggregator.v1.AggregatorService/RevealShares',
+            fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.RevealSharesRequest.SerializeToString,
+            fedmesh_dot_aggregator_dot_v1_dot_aggregator__pb2.RevealSharesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,23 @@ class AggregatorServiceStub:
     AggregateRound: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.AggregateRoundRequest, _aggregator_pb2.AggregateRoundResponse]
     """Aggregate a round with its rule and publish the result; idempotent by (run, round)."""
     GetStatus: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.GetStatusRequest, _aggregator_pb2.GetStatusResponse]
+    JoinSecureRound: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.JoinSecureRoundRequest, _aggregator_pb2.JoinSecureRoundResponse]
+    """SecAgg+ (Bell et al. 2020) for runs with secure aggregation: one call per stage, in order.
+    Each stage call returns when the stage closes for the node's bucket: every member sent,
+    or the stage timed out. A bucket that falls below its threshold fails every waiting call
+    with FAILED_PRECONDITION and the reason; the round then fails.
+    The parameters of the node's bucket: its index, members, degree, threshold, codec.
+    """
+    AdvertiseKeys: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.AdvertiseKeysRequest, _aggregator_pb2.AdvertiseKeysResponse]
+    """Stage 0: the node's two X25519 public keys; returns its neighbours' keys."""
+    ShareKeys: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.ShareKeysRequest, _aggregator_pb2.ShareKeysResponse]
+    """Stage 1: sealed Shamir shares for each neighbour; returns those sealed for this node."""
+    SubmitMaskedInput: _grpc.StreamUnaryMultiCallable[_aggregator_pb2.SubmitMaskedInputRequest, _aggregator_pb2.SubmitMaskedInputResponse]
+    """Stage 2, client stream: a header, then the masked vector (uint32 LE words) in chunks;
+    returns the bucket's survivors.
+    """
+    RevealShares: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.RevealSharesRequest, _aggregator_pb2.RevealSharesResponse]
+    """Stage 3: self-mask shares of survivors, mask-key shares of dropouts; returns the contributors."""
 
 @_typing.type_check_only
 class AggregatorServiceAsyncStub(AggregatorServiceStub):
@@ -49,6 +66,23 @@ class AggregatorServiceAsyncStub(AggregatorServiceStub):
     AggregateRound: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.AggregateRoundRequest, _aggregator_pb2.AggregateRoundResponse]  # type: ignore[assignment]
     """Aggregate a round with its rule and publish the result; idempotent by (run, round)."""
     GetStatus: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.GetStatusRequest, _aggregator_pb2.GetStatusResponse]  # type: ignore[assignment]
+    JoinSecureRound: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.JoinSecureRoundRequest, _aggregator_pb2.JoinSecureRoundResponse]  # type: ignore[assignment]
+    """SecAgg+ (Bell et al. 2020) for runs with secure aggregation: one call per stage, in order.
+    Each stage call returns when the stage closes for the node's bucket: every member sent,
+    or the stage timed out. A bucket that falls below its threshold fails every waiting call
+    with FAILED_PRECONDITION and the reason; the round then fails.
+    The parameters of the node's bucket: its index, members, degree, threshold, codec.
+    """
+    AdvertiseKeys: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.AdvertiseKeysRequest, _aggregator_pb2.AdvertiseKeysResponse]  # type: ignore[assignment]
+    """Stage 0: the node's two X25519 public keys; returns its neighbours' keys."""
+    ShareKeys: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.ShareKeysRequest, _aggregator_pb2.ShareKeysResponse]  # type: ignore[assignment]
+    """Stage 1: sealed Shamir shares for each neighbour; returns those sealed for this node."""
+    SubmitMaskedInput: _aio.StreamUnaryMultiCallable[_aggregator_pb2.SubmitMaskedInputRequest, _aggregator_pb2.SubmitMaskedInputResponse]  # type: ignore[assignment]
+    """Stage 2, client stream: a header, then the masked vector (uint32 LE words) in chunks;
+    returns the bucket's survivors.
+    """
+    RevealShares: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.RevealSharesRequest, _aggregator_pb2.RevealSharesResponse]  # type: ignore[assignment]
+    """Stage 3: self-mask shares of survivors, mask-key shares of dropouts; returns the contributors."""
 
 class AggregatorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Receives node updates, validates and spools them, aggregates a round."""
@@ -75,5 +109,52 @@ class AggregatorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _aggregator_pb2.GetStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_aggregator_pb2.GetStatusResponse, _abc.Awaitable[_aggregator_pb2.GetStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def JoinSecureRound(
+        self,
+        request: _aggregator_pb2.JoinSecureRoundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.JoinSecureRoundResponse, _abc.Awaitable[_aggregator_pb2.JoinSecureRoundResponse]]:
+        """SecAgg+ (Bell et al. 2020) for runs with secure aggregation: one call per stage, in order.
+        Each stage call returns when the stage closes for the node's bucket: every member sent,
+        or the stage timed out. A bucket that falls below its threshold fails every waiting call
+        with FAILED_PRECONDITION and the reason; the round then fails.
+        The parameters of the node's bucket: its index, members, degree, threshold, codec.
+        """
+
+    @_abc_1.abstractmethod
+    def AdvertiseKeys(
+        self,
+        request: _aggregator_pb2.AdvertiseKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.AdvertiseKeysResponse, _abc.Awaitable[_aggregator_pb2.AdvertiseKeysResponse]]:
+        """Stage 0: the node's two X25519 public keys; returns its neighbours' keys."""
+
+    @_abc_1.abstractmethod
+    def ShareKeys(
+        self,
+        request: _aggregator_pb2.ShareKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.ShareKeysResponse, _abc.Awaitable[_aggregator_pb2.ShareKeysResponse]]:
+        """Stage 1: sealed Shamir shares for each neighbour; returns those sealed for this node."""
+
+    @_abc_1.abstractmethod
+    def SubmitMaskedInput(
+        self,
+        request_iterator: _MaybeAsyncIterator[_aggregator_pb2.SubmitMaskedInputRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.SubmitMaskedInputResponse, _abc.Awaitable[_aggregator_pb2.SubmitMaskedInputResponse]]:
+        """Stage 2, client stream: a header, then the masked vector (uint32 LE words) in chunks;
+        returns the bucket's survivors.
+        """
+
+    @_abc_1.abstractmethod
+    def RevealShares(
+        self,
+        request: _aggregator_pb2.RevealSharesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.RevealSharesResponse, _abc.Awaitable[_aggregator_pb2.RevealSharesResponse]]:
+        """Stage 3: self-mask shares of survivors, mask-key shares of dropouts; returns the contributors."""
 
 def add_AggregatorServiceServicer_to_server(servicer: AggregatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x64mesh/common/v1/common.proto\x12\x11\x66\x65\x64mesh.common.v1\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"@\n\x0eTensorManifest\x12.\n\x07tensors\x18\x01 \x03(\x0b\x32\x1d.fedmesh.common.v1.TensorSpec\"9\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"}\n\x0cTraceContext\x12=\n\x07\x63\x61rrier\x18\x01 \x03(\x0b\x32,.fedmesh.common.v1.TraceContext.CarrierEntry\x1a.\n\x0c\x43\x61rrierEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xac\x01\n\x0f\x41ggregationSpec\x12\x30\n\x04rule\x18\x01 \x01(\x0e\x32\".fedmesh.common.v1.AggregationRule\x12\x13\n\x0b\x62yzantine_f\x18\x02 \x01(\x05\x12\x13\n\x0b\x62ucket_size\x18\x03 \x01(\x05\x12\x14\n\x0cmulti_krum_m\x18\x04 \x01(\x05\x12\x13\n\x0b\x63lip_radius\x18\x05 \x01(\x01\x12\x12\n\nnorm_bound\x18\x06 \x01(\x01\"\x89\x01\n\x0bPrivacySpec\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\tclip_norm\x18\x02 \x01(\x01\x12\x18\n\x10noise_multiplier\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x05 \x01(\x01\x12\x15\n\rsampling_rate\x18\x06 \x01(\x01\"O\n\x15SecureAggregationSpec\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\tthreshold\x18\x02 \x01(\x05\x12\x12\n\nneighbours\x18\x03 \x01(\x05\";\n\x0cTrainingSpec\x12\x14\n\x0clocal_epochs\x18\x01 \x01(\x05\x12\x15\n\rlearning_rate\x18\x02 \x01(\x01\"g\n\x11\x45valuationMetrics\x12\x0c\n\x04loss\x18\x01 \x01(\x01\x12\x10\n\x08macro_f1\x18\x02 \x01(\x01\x12\x0e\n\x06pr_auc\x18\x03 \x01(\x01\x12\x0f\n\x07samples\x18\x04 \x01(\x03\x12\x11\n\treporters\x18\x05 \x01(\x05*\xdc\x02\n\x0f\x41ggregationRule\x12 \n\x1c\x41GGREGATION_RULE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41GGREGATION_RULE_FEDAVG\x10\x01\x12\x19\n\x15\x41GGREGATION_RULE_KRUM\x10\x02\x12\x1f\n\x1b\x41GGREGATION_RULE_MULTI_KRUM\x10\x03\x12\x1b\n\x17\x41GGREGATION_RULE_MEDIAN\x10\x04\x12!\n\x1d\x41GGREGATION_RULE_TRIMMED_MEAN\x10\x05\x12\x1b\n\x17\x41GGREGATION_RULE_BULYAN\x10\x06\x12%\n!AGGREGATION_RULE_GEOMETRIC_MEDIAN\x10\x07\x12&\n\"AGGREGATION_RULE_CENTERED_CLIPPING\x10\x08\x12\"\n\x1e\x41GGREGATION_RULE_NORM_BOUNDING\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x64mesh/common/v1/common.proto\x12\x11\x66\x65\x64mesh.common.v1\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"@\n\x0eTensorManifest\x12.\n\x07tensors\x18\x01 \x03(\x0b\x32\x1d.fedmesh.common.v1.TensorSpec\"9\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"}\n\x0cTraceContext\x12=\n\x07\x63\x61rrier\x18\x01 \x03(\x0b\x32,.fedmesh.common.v1.TraceContext.CarrierEntry\x1a.\n\x0c\x43\x61rrierEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xac\x01\n\x0f\x41ggregationSpec\x12\x30\n\x04rule\x18\x01 \x01(\x0e\x32\".fedmesh.common.v1.AggregationRule\x12\x13\n\x0b\x62yzantine_f\x18\x02 \x01(\x05\x12\x13\n\x0b\x62ucket_size\x18\x03 \x01(\x05\x12\x14\n\x0cmulti_krum_m\x18\x04 \x01(\x05\x12\x13\n\x0b\x63lip_radius\x18\x05 \x01(\x01\x12\x12\n\nnorm_bound\x18\x06 \x01(\x01\"\x89\x01\n\x0bPrivacySpec\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\tclip_norm\x18\x02 \x01(\x01\x12\x18\n\x10noise_multiplier\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x05 \x01(\x01\x12\x15\n\rsampling_rate\x18\x06 \x01(\x01\"\x8f\x01\n\x15SecureAggregationSpec\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\tthreshold\x18\x02 \x01(\x05\x12\x12\n\nneighbours\x18\x03 \x01(\x05\x12\x13\n\x0b\x62ucket_size\x18\x04 \x01(\x05\x12\x15\n\rmin_survivors\x18\x05 \x01(\x05\x12\x12\n\nclip_range\x18\x06 \x01(\x01\";\n\x0cTrainingSpec\x12\x14\n\x0clocal_epochs\x18\x01 \x01(\x05\x12\x15\n\rlearning_rate\x18\x02 \x01(\x01\"g\n\x11\x45valuationMetrics\x12\x0c\n\x04loss\x18\x01 \x01(\x01\x12\x10\n\x08macro_f1\x18\x02 \x01(\x01\x12\x0e\n\x06pr_auc\x18\x03 \x01(\x01\x12\x0f\n\x07samples\x18\x04 \x01(\x03\x12\x11\n\treporters\x18\x05 \x01(\x05*\xdc\x02\n\x0f\x41ggregationRule\x12 \n\x1c\x41GGREGATION_RULE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41GGREGATION_RULE_FEDAVG\x10\x01\x12\x19\n\x15\x41GGREGATION_RULE_KRUM\x10\x02\x12\x1f\n\x1b\x41GGREGATION_RULE_MULTI_KRUM\x10\x03\x12\x1b\n\x17\x41GGREGATION_RULE_MEDIAN\x10\x04\x12!\n\x1d\x41GGREGATION_RULE_TRIMMED_MEAN\x10\x05\x12\x1b\n\x17\x41GGREGATION_RULE_BULYAN\x10\x06\x12%\n!AGGREGATION_RULE_GEOMETRIC_MEDIAN\x10\x07\x12&\n\"AGGREGATION_RULE_CENTERED_CLIPPING\x10\x08\x12\"\n\x1e\x41GGREGATION_RULE_NORM_BOUNDING\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRACECONTEXT_CARRIERENTRY']._loaded_options = None
   _globals['_TRACECONTEXT_CARRIERENTRY']._serialized_options = b'8\001'
-  _globals['_AGGREGATIONRULE']._serialized_start=926
-  _globals['_AGGREGATIONRULE']._serialized_end=1274
+  _globals['_AGGREGATIONRULE']._serialized_start=991
+  _globals['_AGGREGATIONRULE']._serialized_end=1339
   _globals['_TENSORSPEC']._serialized_start=53
   _globals['_TENSORSPEC']._serialized_end=109
   _globals['_TENSORMANIFEST']._serialized_start=111
@@ -49,10 +49,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGGREGATIONSPEC']._serialized_end=536
   _globals['_PRIVACYSPEC']._serialized_start=539
   _globals['_PRIVACYSPEC']._serialized_end=676
-  _globals['_SECUREAGGREGATIONSPEC']._serialized_start=678
-  _globals['_SECUREAGGREGATIONSPEC']._serialized_end=757
-  _globals['_TRAININGSPEC']._serialized_start=759
-  _globals['_TRAININGSPEC']._serialized_end=818
-  _globals['_EVALUATIONMETRICS']._serialized_start=820
-  _globals['_EVALUATIONMETRICS']._serialized_end=923
+  _globals['_SECUREAGGREGATIONSPEC']._serialized_start=679
+  _globals['_SECUREAGGREGATIONSPEC']._serialized_end=822
+  _globals['_TRAININGSPEC']._serialized_start=824
+  _globals['_TRAININGSPEC']._serialized_end=883
+  _globals['_EVALUATIONMETRICS']._serialized_start=885
+  _globals['_EVALUATIONMETRICS']._serialized_end=988
 # @@protoc_insertion_point(module_scope)

@@ -251,19 +251,33 @@ class SecureAggregationSpec(_message.Message):
     ENABLED_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
     NEIGHBOURS_FIELD_NUMBER: _builtins.int
+    BUCKET_SIZE_FIELD_NUMBER: _builtins.int
+    MIN_SURVIVORS_FIELD_NUMBER: _builtins.int
+    CLIP_RANGE_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     threshold: _builtins.int
+    """Shamir threshold t; 0: a strict majority of the neighbours."""
     neighbours: _builtins.int
+    """Neighbours k each node masks with; 0: O(log n) for the bucket's size."""
+    bucket_size: _builtins.int
+    """Nodes per secure bucket (robust rule over bucket means); 0: one bucket of all participants."""
+    min_survivors: _builtins.int
+    """Fewest masked inputs whose sum a bucket may reveal; 0: max(2, t)."""
+    clip_range: _builtins.float
+    """Fixed-point range: each coordinate is clamped to [-clip_range, clip_range]; 0: 1.0."""
     def __init__(
         self,
         *,
         enabled: _builtins.bool = ...,
         threshold: _builtins.int = ...,
         neighbours: _builtins.int = ...,
+        bucket_size: _builtins.int = ...,
+        min_survivors: _builtins.int = ...,
+        clip_range: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "neighbours", b"neighbours", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_size", b"bucket_size", "clip_range", b"clip_range", "enabled", b"enabled", "min_survivors", b"min_survivors", "neighbours", b"neighbours", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
