@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+from fedmesh.aggregation.spec import min_participants
 from fedmesh.errors import Aborted, FailedPrecondition, InvalidArgument
 from fedmesh.services.coordinator.evaluations import EvaluationBoard, NodeEvaluation
 from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.ports import Evaluation, ModelCatalog
 from fedmesh.services.coordinator.runs import ModelRef, Run, RunStatus, RunStore
-from fedmesh.services.coordinator.spec import RunSpec, validate, with_defaults
+from fedmesh.services.coordinator.spec import RunSpec, rule_spec, validate, with_defaults
 from fedmesh.store import TERMINAL, Phase, RoundStore
 
 
@@ -100,10 +101,7 @@ class RunControl:
 def check_feasible_privacy(spec: RunSpec) -> None:
     """Refuse a run the services cannot run privately as asked, with the numbers."""
     if spec.secure_aggregation.enabled:
-        raise FailedPrecondition(
-            "secure aggregation is not yet wired into the aggregator and the node agent "
-            "(the SecAgg+ library is; see docs/privacy.md); start the run without it"
-        )
+        check_feasible_secure_aggregation(spec)
     privacy = spec.privacy
     if not privacy.enabled:
         return
@@ -125,3 +123,54 @@ def check_feasible_privacy(spec: RunSpec) -> None:
             f"spend ε = {epsilon:.3f} (δ = {privacy.delta}), over the budget "
             f"{privacy.epsilon_budget}; the budget affords {affordable} rounds"
         )
+
+
+def check_feasible_secure_aggregation(spec: RunSpec) -> None:
+    """Refuse secure buckets that a round closing at ``min_participants`` cannot fill or rule on.
+
+    Buckets hold s or s + 1 of the n participants, ⌊n/s⌋ of them (one bucket of all
+    participants when ``bucket_size`` is 0), and the rule runs over the bucket means,
+    so it needs its quorum of buckets, not of nodes.
+    """
+    secure = spec.secure_aggregation
+    n = spec.min_participants
+    size = secure.bucket_size
+    if size > n:
+        raise FailedPrecondition(
+            f"secure_aggregation.bucket_size {size} exceeds min_participants {n}: a round "
+            f"that closes with {n} updates cannot fill one bucket; expected a bucket_size of "
+            f"at most {n}"
+        )
+    if n < 2:
+        raise FailedPrecondition(
+            f"secure aggregation with min_participants {n}: the secure sum of one update is "
+            "that update; expected min_participants of at least 2"
+        )
+    if size == 0 and secure.min_survivors > n:
+        raise FailedPrecondition(
+            f"secure_aggregation.min_survivors {secure.min_survivors} exceeds min_participants "
+            f"{n}: a round that closes with {n} updates could never be unmasked; expected "
+            f"at most {n}"
+        )
+    buckets = n // size if size else 1
+    needed = min_participants(rule_spec(spec.aggregation))
+    if needed <= buckets:
+        return
+    layout = f"secure buckets of {size}" if size else "one secure bucket (bucket_size 0)"
+    largest = n // needed  # the largest bucket size that still gives enough buckets
+    if largest >= 2:
+        expected = f"a secure_aggregation.bucket_size of at most {largest}"
+        if size:
+            expected += f" or min_participants of at least {needed * size}"
+    elif size:
+        expected = f"min_participants of at least {needed * size}"
+    else:
+        expected = (
+            f"a secure_aggregation.bucket_size s ≥ 2 and min_participants ≥ s·{needed} "
+            f"(e.g. 2 and {2 * needed})"
+        )
+    raise FailedPrecondition(
+        f"quorum infeasible with secure aggregation: {spec.aggregation.rule} with "
+        f"f={spec.aggregation.byzantine_f} needs at least {needed} bucket means, but "
+        f"min_participants {n} in {layout} gives {buckets}; expected {expected}"
+    )

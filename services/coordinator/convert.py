@@ -86,11 +86,7 @@ def spec_from_proto(message: pb.RunSpec) -> RunSpec:
             epsilon_budget=privacy.epsilon_budget or defaults.epsilon_budget,
             sampling_rate=privacy.sampling_rate,
         ),
-        secure_aggregation=SecureAggregationSettings(
-            enabled=message.secure_aggregation.enabled,
-            threshold=message.secure_aggregation.threshold,
-            neighbours=message.secure_aggregation.neighbours,
-        ),
+        secure_aggregation=secagg_from_proto(message.secure_aggregation),
     )
 
 
@@ -142,7 +138,24 @@ def privacy_to_proto(privacy: PrivacySettings) -> common.PrivacySpec:
 def secagg_to_proto(secagg: SecureAggregationSettings) -> common.SecureAggregationSpec:
     """Wire form of SecAgg+ settings."""
     return common.SecureAggregationSpec(
-        enabled=secagg.enabled, threshold=secagg.threshold, neighbours=secagg.neighbours
+        enabled=secagg.enabled,
+        threshold=secagg.threshold,
+        neighbours=secagg.neighbours,
+        bucket_size=secagg.bucket_size,
+        min_survivors=secagg.min_survivors,
+        clip_range=secagg.clip_range,
+    )
+
+
+def secagg_from_proto(message: common.SecureAggregationSpec) -> SecureAggregationSettings:
+    """Domain form of SecAgg+ settings (0 stays 0: the default; validation is the domain's)."""
+    return SecureAggregationSettings(
+        enabled=message.enabled,
+        threshold=message.threshold,
+        neighbours=message.neighbours,
+        bucket_size=message.bucket_size,
+        min_survivors=message.min_survivors,
+        clip_range=message.clip_range,
     )
 
 

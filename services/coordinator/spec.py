@@ -50,11 +50,20 @@ class PrivacySettings:
 
 @dataclass(frozen=True)
 class SecureAggregationSettings:
-    """SecAgg+ settings."""
+    """SecAgg+ settings; 0 means the default (see `SecureRoundSpec`).
+
+    `threshold` t of the `neighbours` k each node masks with; `bucket_size`
+    nodes per secure bucket (0: one bucket of all participants); `min_survivors`
+    the fewest inputs a bucket may reveal the sum of; `clip_range` the
+    fixed-point range per coordinate.
+    """
 
     enabled: bool = False
     threshold: int = 0
     neighbours: int = 0
+    bucket_size: int = 0
+    min_survivors: int = 0
+    clip_range: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +154,7 @@ def validate(spec: RunSpec) -> RunSpec:
                 f"but min_participants is {spec.min_participants}"
             )
     problems.extend(_privacy_problems(spec.privacy))
+    problems.extend(_secure_problems(spec))
     if problems:
         raise InvalidArgument("invalid run spec: " + "; ".join(problems))
     return spec
@@ -169,6 +179,53 @@ def rule_spec(settings: AggregationSettings) -> RuleSpec:
         tau=settings.clip_radius or 1.0,
         norm_bound=settings.norm_bound or 1.0,
     )
+
+
+def _secure_problems(spec: RunSpec) -> list[str]:
+    secure = spec.secure_aggregation
+    if not secure.enabled:
+        return []
+    problems = []
+    for name in ("threshold", "neighbours", "bucket_size", "min_survivors"):
+        value = getattr(secure, name)
+        if value < 0:
+            problems.append(
+                f"secure_aggregation.{name} is {value}; expected 0 (the default) or more"
+            )
+    t, k = secure.threshold, secure.neighbours
+    if t > 0 and k > 0:
+        if t > k:
+            problems.append(
+                f"secure_aggregation.threshold {t} exceeds neighbours {k}; expected at most {k}"
+            )
+        elif t <= k // 2:
+            problems.append(
+                f"secure_aggregation.threshold {t} is not a strict majority of {k} neighbours; "
+                f"expected at least {k // 2 + 1}"
+            )
+    if not (math.isfinite(secure.clip_range) and secure.clip_range >= 0):
+        problems.append(
+            f"secure_aggregation.clip_range is {secure.clip_range}; "
+            "expected a positive number (0: the default 1.0)"
+        )
+    if secure.bucket_size == 1:
+        problems.append(
+            "secure_aggregation.bucket_size is 1, which would reveal every node's update; "
+            "expected 0 (one bucket of all participants) or at least 2"
+        )
+    if secure.bucket_size > 1 and secure.min_survivors > secure.bucket_size:
+        problems.append(
+            f"secure_aggregation.min_survivors {secure.min_survivors} exceeds bucket_size "
+            f"{secure.bucket_size}; expected at most {secure.bucket_size}, since no bucket "
+            "can have more survivors than members"
+        )
+    if spec.aggregation.bucket_size != 0:
+        problems.append(
+            f"aggregation.bucket_size is {spec.aggregation.bucket_size} with secure aggregation; "
+            "masked updates cannot be bucketed by the rule, use secure_aggregation.bucket_size "
+            "instead and leave aggregation.bucket_size 0"
+        )
+    return problems
 
 
 def _privacy_problems(privacy: PrivacySettings) -> list[str]:

@@ -35,13 +35,17 @@ def test_a_budget_too_small_for_the_rounds_is_refused_with_the_numbers() -> None
     )
 
 
-def test_secure_aggregation_is_refused_until_it_is_wired() -> None:
+def test_secure_aggregation_with_private_settings_is_accepted() -> None:
     spec = RunSpec(
-        model_name="m", rounds=1, secure_aggregation=SecureAggregationSettings(enabled=True)
+        model_name="m",
+        rounds=10,
+        min_participants=4,
+        target_participants=8,
+        privacy=PrivacySettings(enabled=True, sampling_rate=0.01),
+        secure_aggregation=SecureAggregationSettings(enabled=True, bucket_size=2),
     )
 
-    with pytest.raises(FailedPrecondition, match="secure aggregation is not yet wired"):
-        check_feasible_privacy(spec)
+    check_feasible_privacy(validate(spec))
 
 
 def test_impossible_privacy_parameters_are_invalid() -> None:
