@@ -27,7 +27,12 @@ class GaussianCentralPrivacy:
         sigma = noise_stddev(settings.noise_multiplier, settings.clip_norm)
         total = aggregate.to(torch.float64) * contributors
         noised = add_central_noise(total, sigma, contributors, self._rng)
-        accountant = SampledGaussianAccountant(
-            settings.sampling_rate or 1.0, settings.noise_multiplier, settings.delta
-        )
-        return PrivateAggregate(noised.to(torch.float32), accountant.epsilon_spent(round_no))
+        return PrivateAggregate(noised.to(torch.float32), epsilon_after(settings, round_no))
+
+
+def epsilon_after(settings: PrivacySettings, round_no: int) -> float:
+    """The RDP bound on ε after ``round_no`` rounds at the run's rate (0 counts as 1.0)."""
+    accountant = SampledGaussianAccountant(
+        settings.sampling_rate or 1.0, settings.noise_multiplier, settings.delta
+    )
+    return accountant.epsilon_spent(round_no)

@@ -3,7 +3,9 @@
 Run before the server accepts calls. A receipt whose update is missing or does
 not hash to its digest is dropped, so the node's retry is accepted again; a
 spool file that backs no receipt of a round still to aggregate is deleted, and
-so are uploads that were cut off mid-stream.
+so are uploads that were cut off mid-stream. The receipts of a secure round
+are backed by its stored bucket sums instead; sums of rounds no longer waiting
+for aggregation, or stored only in part, are deleted.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import logging
 from dataclasses import dataclass
 
 from fedmesh.errors import NotFound
+from fedmesh.privacy.secagg.round_spec import ROUND_FIELD
 from fedmesh.services.aggregator.results import RoundResults
+from fedmesh.services.aggregator.secure_sums import SecureSumStore
 from fedmesh.services.aggregator.spool import SpoolKey, UpdateSpool
 from fedmesh.store import Phase, RoundStore
 
@@ -41,12 +45,13 @@ class ReconcileReport:
     dropped: tuple[DroppedReceipt, ...]
     removed_files: int
     removed_partials: int
+    removed_secure_rounds: int
 
 
 async def reconcile(
-    spool: UpdateSpool, rounds: RoundStore, results: RoundResults
+    spool: UpdateSpool, rounds: RoundStore, results: RoundResults, secure_sums: SecureSumStore
 ) -> ReconcileReport:
-    """Make receipts and spool agree, as described in the module docstring."""
+    """Make receipts, spool and secure sums agree, as described in the module docstring."""
     removed_partials = await asyncio.to_thread(spool.clear_incoming)
     for stray in await asyncio.to_thread(spool.rescan):
         log.warning(
@@ -55,6 +60,7 @@ async def reconcile(
         )
     kept: list[SpoolKey] = []
     dropped: list[DroppedReceipt] = []
+    secure_kept: set[tuple[str, int]] = set()
     for run_id, round_no in await rounds.due(_ALL_DEADLINES_MS, limit=_MAX_OPEN_ROUNDS):
         try:
             record = await rounds.get(run_id, round_no)
@@ -63,6 +69,10 @@ async def reconcile(
         if record.phase not in _AWAITING_AGGREGATION:
             continue
         if await results.get(run_id, round_no) is not None:
+            continue
+        if ROUND_FIELD in record.fields:
+            if await asyncio.to_thread(secure_sums.load, run_id, round_no) is not None:
+                secure_kept.add((run_id, round_no))
             continue
         for node_id, receipt in sorted(record.receipts.items()):
             key = SpoolKey(run_id, round_no, node_id, receipt.digest)
@@ -94,4 +104,9 @@ async def reconcile(
             await spool.remove(key)
             removed += 1
     await asyncio.to_thread(spool.prune_empty_dirs)
-    return ReconcileReport(tuple(kept), tuple(dropped), removed, removed_partials)
+    removed_secure = 0
+    for stored in await asyncio.to_thread(secure_sums.rounds):
+        if stored not in secure_kept:
+            await asyncio.to_thread(secure_sums.remove, *stored)
+            removed_secure += 1
+    return ReconcileReport(tuple(kept), tuple(dropped), removed, removed_partials, removed_secure)

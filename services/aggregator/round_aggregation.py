@@ -25,15 +25,23 @@ from fedmesh.aggregation import AggregationResult, Rule, RuleSpec, aggregate_sou
 from fedmesh.aggregation.source import default_block_size
 from fedmesh.aggregation.spec import check_participants
 from fedmesh.errors import DataLoss, FailedPrecondition
+from fedmesh.privacy.secagg.round_spec import ROUND_FIELD
 from fedmesh.services.aggregator.base_model import BaseManifests
 from fedmesh.services.aggregator.central_privacy import (
     CentralPrivacy,
     PrivacySettings,
     require_privacy_step,
 )
+from fedmesh.services.aggregator.contribution import node_contribution
 from fedmesh.services.aggregator.locks import KeyedLocks
 from fedmesh.services.aggregator.metrics import AggregatorMetrics
 from fedmesh.services.aggregator.results import NodeEvidence, RoundResult, RoundResults
+from fedmesh.services.aggregator.secure_release import (
+    aggregate_buckets,
+    bucket_contributions,
+    secure_epsilon,
+)
+from fedmesh.services.aggregator.secure_sums import SecureSums, SecureSumStore
 from fedmesh.services.aggregator.spool import SpooledUpdate, SpoolKey, UpdateSpool
 from fedmesh.services.aggregator.spool_source import SpoolSource
 from fedmesh.services.aggregator.update import ModelRef
@@ -111,6 +119,7 @@ class RoundAggregator:
         registry: ModelRegistry,
         metrics: AggregatorMetrics,
         device: torch.device,
+        secure_sums: SecureSumStore,
         block_coordinates: int = 0,
         privacy: CentralPrivacy | None = None,
     ) -> None:
@@ -124,6 +133,7 @@ class RoundAggregator:
         self._device = device
         self._block_coordinates = block_coordinates
         self._privacy = privacy
+        self._secure_sums = secure_sums
         self._locks = KeyedLocks()
 
     async def aggregate(self, request: AggregationRequest) -> RoundResult:
@@ -141,6 +151,7 @@ class RoundAggregator:
             result = await self._aggregate(request)
             stored = await self._results.put(run_id, round_no, result)
         await self._spool.remove_round(run_id, round_no)
+        await asyncio.to_thread(self._secure_sums.remove, run_id, round_no)
         self._metrics.aggregated(result.aggregation_seconds)
         return stored
 
@@ -157,32 +168,46 @@ class RoundAggregator:
                 f"AggregateRound names base model {request.base_model}; round {round_no} of "
                 f"run {run_id} was opened on {base}"
             )
-        require_privacy_step(request.privacy, self._privacy)
-        receipts = sorted(record.receipts.values(), key=lambda r: r.node_id)
-        check_participants(request.spec, len(receipts))
+        sums: SecureSums | None = None
+        if ROUND_FIELD in record.fields:
+            sums = await asyncio.to_thread(self._secure_sums.load, run_id, round_no)
+            if sums is None:
+                raise FailedPrecondition(
+                    f"round {round_no} of run {run_id} uses secure aggregation and no bucket "
+                    "sum of it is stored; its SecAgg+ stages did not finish on this aggregator"
+                )
+            rows = bucket_contributions(sums, record.receipts)
+        else:
+            require_privacy_step(request.privacy, self._privacy)
+            rows = [node_contribution(r) for r in sorted(record.receipts.values(), key=_by_node)]
+        check_participants(request.spec, len(rows))
         manifest = await self._manifests.manifest(base)
         started = time.perf_counter()
         base_path = self._spool.scratch_path(".base")
         try:
             await self._registry.fetch(base, base_path)
-            computed = await asyncio.to_thread(
-                self._compute, request, receipts, manifest, base_path
-            )
+            if sums is None:
+                computed = await asyncio.to_thread(
+                    self._compute, request, [row.receipts[0] for row in rows], manifest, base_path
+                )
+            else:
+                computed = await asyncio.to_thread(
+                    self._compute_secure, request, sums, manifest, base_path
+                )
         finally:
             await asyncio.to_thread(base_path.unlink, True)
         header = encode_header(manifest)
-        excluded = {e.index for e in computed.result.evidence if e.excluded}
-        used = [r for i, r in enumerate(receipts) if i not in excluded]
+        evidence = computed.result.evidence
+        excluded = {e.index for e in evidence if e.excluded}
+        used = [row for i, row in enumerate(rows) if i not in excluded]
         release = ModelRelease(
             name=base.name,
             parent_version=base.version,
             run_id=run_id,
             round_no=round_no,
             rule=request.spec.rule,
-            participant_update_digests=tuple(r.digest for r in used),
-            rejected={
-                receipts[e.index].node_id: e.reason for e in computed.result.evidence if e.excluded
-            },
+            participant_update_digests=tuple(row.digest for row in used),
+            rejected={rows[e.index].label: e.reason for e in evidence if e.excluded},
             epsilon_spent=computed.epsilon_spent,
             delta=request.privacy.delta if request.privacy.enabled else 0.0,
             manifest=manifest,
@@ -192,6 +217,7 @@ class RoundAggregator:
         )
         model = await self._registry.publish(release, _payload_chunks(header, computed.model))
         seconds = time.perf_counter() - started
+        contributors = [receipt for row in used for receipt in row.receipts]
         log.info(
             "round aggregated",
             extra={
@@ -199,7 +225,8 @@ class RoundAggregator:
                     "run_id": run_id,
                     "round": round_no,
                     "rule": request.spec.rule.value,
-                    "updates": len(receipts),
+                    "secure": sums is not None,
+                    "rows": len(rows),
                     "excluded": len(excluded),
                     "model_version": model.version,
                     "seconds": round(seconds, 3),
@@ -210,19 +237,32 @@ class RoundAggregator:
             model=model,
             evidence=tuple(
                 NodeEvidence(
-                    node_id=receipts[e.index].node_id,
-                    digest=receipts[e.index].digest,
+                    node_id=rows[e.index].node_id,
+                    digest=rows[e.index].digest,
                     score=e.score,
                     excluded=e.excluded,
                     clipped=e.clipped,
-                    reason=e.reason,
+                    reason=rows[e.index].explain(e.reason),
                 )
-                for e in computed.result.evidence
+                for e in evidence
             ),
-            updates_used=len(used),
-            mean_local_loss=_mean_loss(used),
+            updates_used=len(contributors),
+            mean_local_loss=_mean_loss(contributors),
             epsilon_spent=computed.epsilon_spent,
             aggregation_seconds=seconds,
+        )
+
+    def _compute_secure(
+        self, request: AggregationRequest, sums: SecureSums, manifest: Manifest, base_path: Path
+    ) -> _Computed:
+        result = aggregate_buckets(request.spec, sums, self._secure_sums, self._device)
+        aggregate = result.aggregate.to("cpu", torch.float32)
+        return self._finish(
+            aggregate,
+            result,
+            secure_epsilon(request.privacy, request.round_no),
+            manifest,
+            base_path,
         )
 
     def _compute(
@@ -254,8 +294,19 @@ class RoundAggregator:
         if request.privacy.enabled and self._privacy is not None:
             private = self._privacy(aggregate, request.privacy, len(receipts), request.round_no)
             aggregate, epsilon = private.aggregate.to("cpu", torch.float32), private.epsilon_spent
-        model = _add_base(aggregate, base_path, data_offset, m)
-        hasher = hashlib.sha256(encode_header(manifest))
+        return self._finish(aggregate, result, epsilon, manifest, base_path)
+
+    @staticmethod
+    def _finish(
+        aggregate: torch.Tensor,
+        result: AggregationResult,
+        epsilon: float,
+        manifest: Manifest,
+        base_path: Path,
+    ) -> _Computed:
+        header = encode_header(manifest)
+        model = _add_base(aggregate, base_path, len(header), manifest.numel)
+        hasher = hashlib.sha256(header)
         hasher.update(_bytes_of(model))
         return _Computed(model, result, epsilon, hasher.hexdigest())
 
@@ -304,6 +355,10 @@ def _payload_chunks(header: bytes, model: torch.Tensor) -> Iterator[bytes]:
     data = _bytes_of(model)
     for start in range(0, len(data), _PUBLISH_CHUNK_BYTES):
         yield bytes(data[start : start + _PUBLISH_CHUNK_BYTES])
+
+
+def _by_node(receipt: Receipt) -> str:
+    return receipt.node_id
 
 
 def _mean_loss(used: Sequence[Receipt]) -> float:

@@ -23,6 +23,9 @@ from fedmesh.services.aggregator.reconcile import reconcile
 from fedmesh.services.aggregator.registry_link import RegistryModels
 from fedmesh.services.aggregator.results import RoundResults
 from fedmesh.services.aggregator.round_aggregation import RoundAggregator
+from fedmesh.services.aggregator.secure_rounds import SecureRounds
+from fedmesh.services.aggregator.secure_servicer import SecureAggregationEdge
+from fedmesh.services.aggregator.secure_sums import SecureSumStore
 from fedmesh.services.aggregator.servicer import SERVICE_NAME, AggregatorServicer, add_to_server
 from fedmesh.services.aggregator.settings import AggregatorSettings
 from fedmesh.services.aggregator.spool import UpdateSpool
@@ -50,7 +53,8 @@ async def build(
     )
     rounds = RoundStore(redis)
     results = RoundResults(redis)
-    report = await reconcile(spool, rounds, results)
+    secure_sums = await asyncio.to_thread(SecureSumStore, spool.root / "secure")
+    report = await reconcile(spool, rounds, results, secure_sums)
     log.info(
         "spool reconciled",
         extra={
@@ -59,6 +63,7 @@ async def build(
                 "dropped_receipts": len(report.dropped),
                 "removed_files": report.removed_files,
                 "removed_partials": report.removed_partials,
+                "removed_secure_rounds": report.removed_secure_rounds,
             }
         },
     )
@@ -76,11 +81,16 @@ async def build(
             registry=models,
             metrics=metrics,
             device=settings.device,
+            secure_sums=secure_sums,
             block_coordinates=settings.block_coordinates,
             privacy=privacy,
         ),
         spool=spool,
         metrics=metrics,
+        secure=SecureAggregationEdge(
+            SecureRounds(rounds, manifests, secure_sums),
+            tls_required=settings.common.tls is not None,
+        ),
     )
 
     def register(server: grpc.aio.Server) -> None:

@@ -17,6 +17,7 @@ from fedmesh.rpc import translate_errors
 from fedmesh.services.aggregator import convert
 from fedmesh.services.aggregator.metrics import AggregatorMetrics
 from fedmesh.services.aggregator.round_aggregation import AggregationRequest, RoundAggregator
+from fedmesh.services.aggregator.secure_servicer import SecureAggregationEdge
 from fedmesh.services.aggregator.spool import UpdateSpool
 from fedmesh.services.aggregator.submission import UpdateIntake
 from fedmesh.services.aggregator.update import Chunk
@@ -100,13 +101,29 @@ def add_to_server(servicer: AggregatorServicer, server: grpc.aio.Server) -> None
             request_deserializer=pb.GetStatusRequest.FromString,
             response_serializer=pb.GetStatusResponse.SerializeToString,
         ),
+        "SubmitMaskedInput": grpc.stream_unary_rpc_method_handler(
+            servicer.SubmitMaskedInput,
+            request_deserializer=pb.SubmitMaskedInputRequest.FromString,
+            response_serializer=pb.SubmitMaskedInputResponse.SerializeToString,
+        ),
     }
+    for name, request, response in (
+        ("JoinSecureRound", pb.JoinSecureRoundRequest, pb.JoinSecureRoundResponse),
+        ("AdvertiseKeys", pb.AdvertiseKeysRequest, pb.AdvertiseKeysResponse),
+        ("ShareKeys", pb.ShareKeysRequest, pb.ShareKeysResponse),
+        ("RevealShares", pb.RevealSharesRequest, pb.RevealSharesResponse),
+    ):
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
+        )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
-    """SubmitUpdate, AggregateRound and GetStatus over the domain objects."""
+    """SubmitUpdate, AggregateRound, GetStatus and the SecAgg+ stages over the domain objects."""
 
     def __init__(
         self,
@@ -114,11 +131,13 @@ class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
         aggregator: RoundAggregator,
         spool: UpdateSpool,
         metrics: AggregatorMetrics,
+        secure: SecureAggregationEdge,
     ) -> None:
         self._intake = intake
         self._aggregator = aggregator
         self._spool = spool
         self._metrics = metrics
+        self._secure = secure
 
     @translate_errors
     async def SubmitUpdate(
@@ -204,3 +223,38 @@ class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
             rounds_aggregated=self._metrics.rounds_aggregated,
             updates_rejected=self._metrics.rejected_total,
         )
+
+    @translate_errors
+    async def JoinSecureRound(
+        self, request: pb.JoinSecureRoundRequest, context: object
+    ) -> pb.JoinSecureRoundResponse:
+        """The public SecAgg+ parameters of the node's bucket."""
+        return await self._secure.join(request, context)
+
+    @translate_errors
+    async def AdvertiseKeys(
+        self, request: pb.AdvertiseKeysRequest, context: object
+    ) -> pb.AdvertiseKeysResponse:
+        """Stage 0 of SecAgg+."""
+        return await self._secure.advertise_keys(request, context)
+
+    @translate_errors
+    async def ShareKeys(
+        self, request: pb.ShareKeysRequest, context: object
+    ) -> pb.ShareKeysResponse:
+        """Stage 1 of SecAgg+."""
+        return await self._secure.share_keys(request, context)
+
+    @translate_errors
+    async def SubmitMaskedInput(
+        self, request_iterator: AsyncIterable[pb.SubmitMaskedInputRequest], context: object
+    ) -> pb.SubmitMaskedInputResponse:
+        """Stage 2 of SecAgg+."""
+        return await self._secure.submit_masked_input(request_iterator, context)
+
+    @translate_errors
+    async def RevealShares(
+        self, request: pb.RevealSharesRequest, context: object
+    ) -> pb.RevealSharesResponse:
+        """Stage 3 of SecAgg+."""
+        return await self._secure.reveal_shares(request, context)

@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 from opentelemetry import trace
@@ -45,6 +45,7 @@ class TaskOutcome:
     local_loss: float | None
     held_out_macro_f1: float | None
     uploaded_digest: str | None
+    secure_bucket: int | None = None
 
 
 class NodeAgent:
@@ -186,6 +187,10 @@ class NodeAgent:
         )
         if task.kind != pb.TASK_KIND_TRAIN:
             return self._outcome(task, None, metrics.macro_f1, None)
+        secure = None
+        if task.secure_aggregation.enabled:
+            # Keys first: the key stages need no update and close while nodes start training.
+            secure = await self._transfers.open_secure_round(self.node_id, task)
         clip = task.privacy.clip_norm if task.privacy.enabled else None
         update = await asyncio.to_thread(
             self._learner.train,
@@ -195,6 +200,10 @@ class NodeAgent:
             task.round,
             clip,
         )
+        if secure is not None:
+            contribution = await secure.contribute(update, task.trace_context.carrier)
+            outcome = self._outcome(task, update.mean_loss, metrics.macro_f1, None)
+            return replace(outcome, secure_bucket=contribution.bucket)
         digest = await self._transfers.upload(self.node_id, task, update)
         return self._outcome(task, update.mean_loss, metrics.macro_f1, digest)
 

@@ -1,4 +1,4 @@
-"""Moving models and updates: download from the registry, upload deltas to the aggregator."""
+"""Moving models and updates: download from the registry, upload or mask deltas for aggregation."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import grpc
 from fedmesh.client.aggregator import AggregatorClient
 from fedmesh.client.learner import LocalUpdate
 from fedmesh.client.registry import RegistryClient
+from fedmesh.client.secure_aggregation import SecureAggregationClient, SecureRoundRef
+from fedmesh.client.secure_round import SecureRoundSession
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.rpc import open_channel
@@ -47,6 +49,16 @@ class ModelTransfers:
             local_loss=update.mean_loss,
         )
         return str(response.digest)
+
+    async def open_secure_round(self, node_id: str, task: pb.Task) -> SecureRoundSession:
+        """Join the task's secure round at its aggregator and exchange keys (before training)."""
+        self._aggregator(task.aggregator_address)
+        channel = self._aggregators[task.aggregator_address][0]
+        return await SecureRoundSession.open(
+            SecureAggregationClient(channel),
+            SecureRoundRef(task.run_id, task.round, node_id),
+            task.deadline_unix_ms,
+        )
 
     def _aggregator(self, address: str) -> AggregatorClient:
         if address not in self._aggregators:

@@ -115,6 +115,36 @@ redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 return 'accepted'
 """
 
+# The receipts of a secure round's contributors, all or none. KEYS as above;
+# ARGV: node, digest, receipt json, repeated.
+_RECEIPTS = """
+local phase = redis.call('HGET', KEYS[1], 'phase')
+if not phase then return redis.error_reply('NOTFOUND') end
+if phase ~= 'COLLECTING' then return redis.error_reply('PHASE ' .. phase) end
+for i = 1, #ARGV, 3 do
+  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
+    return redis.error_reply('NOTSELECTED ' .. ARGV[i])
+  end
+  local old = redis.call('HGET', KEYS[3], ARGV[i])
+  if old and cjson.decode(old)['digest'] ~= ARGV[i + 1] then
+    return redis.error_reply('CONFLICT ' .. ARGV[i] .. ' ' .. cjson.decode(old)['digest'])
+  end
+end
+for i = 1, #ARGV, 3 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2]) end
+return 'accepted'
+"""
+
+# KEYS[1] round hash. ARGV: field, value. Set once while the round is open; returns the value kept.
+_NOTE = """
+local phase = redis.call('HGET', KEYS[1], 'phase')
+if not phase then return redis.error_reply('NOTFOUND') end
+if phase ~= 'PENDING' and phase ~= 'COLLECTING' then return redis.error_reply('PHASE ' .. phase) end
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then return old end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return ARGV[2]
+"""
+
 
 def _error_text(exc: ResponseError) -> str:
     return str(exc).strip()
@@ -128,6 +158,8 @@ class RoundStore:
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
         self._receipt = redis.register_script(_RECEIPT)
+        self._receipts = redis.register_script(_RECEIPTS)
+        self._note = redis.register_script(_NOTE)
 
     async def create(
         self,
@@ -214,6 +246,54 @@ class RoundStore:
         except ResponseError as exc:
             raise _receipt_error(_error_text(exc), run_id, round_no, receipt) from None
         return ReceiptOutcome(outcome)
+
+    async def record_receipts(
+        self, run_id: str, round_no: int, receipts: Sequence[Receipt]
+    ) -> None:
+        """Record several receipts at once, all or none (the contributors of a secure sum).
+
+        Raises FailedPrecondition when the round is not collecting or a node was not
+        selected, AlreadyExists when a node already has a receipt of another digest.
+        """
+        if not receipts:
+            return
+        args = [item for r in receipts for item in (r.node_id, r.digest, r.to_json())]
+        try:
+            await self._receipts(
+                keys=[
+                    keys.round_key(run_id, round_no),
+                    keys.participants_key(run_id, round_no),
+                    keys.receipts_key(run_id, round_no),
+                ],
+                args=args,
+            )
+        except ResponseError as exc:
+            text = _error_text(exc)
+            code, _, detail = text.partition(" ")
+            if code not in ("NOTSELECTED", "CONFLICT"):
+                raise _receipt_error(text, run_id, round_no, receipts[0]) from None
+            node, _, digest = detail.partition(" ")
+            named = next(r for r in receipts if r.node_id == node)
+            raise _receipt_error(f"{code} {digest}".strip(), run_id, round_no, named) from None
+
+    async def note_once(self, run_id: str, round_no: int, field: str, value: str) -> str:
+        """Set a field of an open round unless it is set; return the value it holds now.
+
+        Raises NotFound when the round does not exist, FailedPrecondition once it left
+        PENDING and COLLECTING.
+        """
+        try:
+            kept = await self._note(keys=[keys.round_key(run_id, round_no)], args=[field, value])
+        except ResponseError as exc:
+            text = _error_text(exc)
+            if text == "NOTFOUND":
+                raise NotFound(f"round {round_no} of run {run_id} does not exist") from None
+            if text.startswith("PHASE "):
+                raise FailedPrecondition(
+                    f"round {round_no} of run {run_id} is {text[6:]}, no longer open"
+                ) from None
+            raise
+        return str(kept)
 
     async def check_can_submit(self, run_id: str, round_no: int, node_id: str) -> str | None:
         """Raise unless ``node_id`` may upload to the round now; return its stored digest."""

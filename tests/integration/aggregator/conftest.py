@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import redis.asyncio as aioredis
 import torch
@@ -47,6 +48,7 @@ class Aggregation:
     """A running aggregator and registry, the test Redis, and the published base model."""
 
     client: AggregatorClient
+    channel: grpc.aio.Channel
     stub: pb_grpc.AggregatorServiceAsyncStub
     registry: RegistryClient
     rounds: RoundStore
@@ -162,6 +164,7 @@ def start_aggregator(
             async with open_channel(f"127.0.0.1:{running.port}") as channel:
                 yield Aggregation(
                     client=AggregatorClient(channel, initial_backoff=0.05),
+                    channel=channel,
                     stub=pb_grpc.AggregatorServiceStub(channel),
                     registry=registry,
                     rounds=RoundStore(redis_client),

@@ -7,6 +7,7 @@ import torch
 
 from fedmesh.services.aggregator.reconcile import reconcile
 from fedmesh.services.aggregator.results import RoundResult, RoundResults
+from fedmesh.services.aggregator.secure_sums import SecureSumStore
 from fedmesh.services.aggregator.spool import SpoolKey, UpdateSpool
 from fedmesh.services.aggregator.submission import UpdateIntake
 from fedmesh.services.aggregator.update import ModelRef, UpdateHeader
@@ -45,7 +46,9 @@ async def test_receipts_whose_data_is_lost_or_damaged_are_dropped_and_retries_ac
     spool.path_of(lost).unlink()
     spool.path_of(damaged).write_bytes(b"\0" * spool.size_of(damaged))
 
-    report = await reconcile(spool, rounds, RoundResults(redis_client))
+    report = await reconcile(
+        spool, rounds, RoundResults(redis_client), SecureSumStore(spool.root / "secure")
+    )
 
     assert report.kept == (intact,)
     assert [(d.key, d.reason) for d in report.dropped] == [
@@ -69,7 +72,9 @@ async def test_files_without_a_receipt_and_partial_uploads_are_removed(
     await spool.commit(writer, orphan)
     (spool.root / "incoming" / "cut.part").write_bytes(b"half")
 
-    report = await reconcile(spool, rounds, RoundResults(redis_client))
+    report = await reconcile(
+        spool, rounds, RoundResults(redis_client), SecureSumStore(spool.root / "secure")
+    )
 
     assert (report.kept, report.dropped, report.removed_files, report.removed_partials) == (
         (),
@@ -105,7 +110,7 @@ async def test_updates_of_finished_or_aggregated_rounds_are_removed_but_receipts
     results = RoundResults(redis_client)
     await results.put("run-1", 4, RoundResult(base_ref, (), 1, 0.1, 0.0, 0.5))
 
-    report = await reconcile(spool, rounds, results)
+    report = await reconcile(spool, rounds, results, SecureSumStore(spool.root / "secure"))
 
     assert report.removed_files == 2
     assert spool.spooled_keys() == []

@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from fedmesh.privacy.noise import distributed_noise_stddev
 from fedmesh.privacy.secagg.bucketing import BucketPlan, plan_buckets
 from fedmesh.privacy.secagg.config import SecAggConfig
 from fedmesh.privacy.secagg.quantize import FixedPointCodec
@@ -98,9 +99,7 @@ class SecureRoundPlan:
 
     def noise_share_stddev(self, bucket: int) -> float:
         """σ/√n_min: the share each member adds so that n_min survivors carry σ in total."""
-        if self.spec.noise_stddev == 0.0:
-            return 0.0
-        return self.spec.noise_stddev / math.sqrt(self.configs[bucket].min_survivors)
+        return distributed_noise_stddev(self.spec.noise_stddev, self.configs[bucket].min_survivors)
 
 
 def round_context(run_id: str, round_no: int) -> bytes:
