@@ -21,26 +21,34 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 
 from fedmesh.errors import AlreadyExists, FailedPrecondition, FedmeshError
 from fedmesh.services.coordinator.evidence import suspected
 from fedmesh.services.coordinator.metrics import CoordinatorMetrics
-from fedmesh.services.coordinator.nodes import NodeRegistry
+from fedmesh.services.coordinator.nodes import Node, NodeRegistry
 from fedmesh.services.coordinator.ports import AggregateOutcome, Aggregation, Events
+from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets, ledger
 from fedmesh.services.coordinator.runs import ModelRef, Run, RunStatus, RunStore
-from fedmesh.services.coordinator.selection import select_participants
+from fedmesh.services.coordinator.selection import poisson_participants, select_participants
+from fedmesh.services.coordinator.spec import RunSpec
 from fedmesh.services.coordinator.stopping import stop
 from fedmesh.services.coordinator.tasks import Task, TaskBoard, TaskKind
 from fedmesh.store import TERMINAL, Phase, RoundRecord, RoundStore
 from fedmesh.telemetry import context_from_carrier, current_carrier
+
+if TYPE_CHECKING:
+    from fedmesh.privacy.accountant import BudgetDecision
+    from fedmesh.privacy.secagg.round_spec import SecureRoundSpec
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 
 QUORUM = "quorum"
 AGGREGATION = "aggregation"
+SECURE_AGGREGATION = "secure_aggregation"
 
 
 def now_ms() -> int:
@@ -76,7 +84,13 @@ class RoundDriver:
         settings: DriverSettings,
         metrics: CoordinatorMetrics,
         clock: Callable[[], int] = now_ms,
+        budgets: PrivacyBudgets | None = None,
     ) -> None:
+        """``budgets`` records the rounds charged to private runs and raises the 80 % alert.
+
+        Without it a private run is still refused the round that would overshoot
+        its budget, but charges are not recorded and the 80 % alert is not raised.
+        """
         self._runs = runs
         self._rounds = rounds
         self._nodes = nodes
@@ -86,6 +100,7 @@ class RoundDriver:
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
+        self._budgets = budgets
         self._in_flight: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.progressed = asyncio.Event()
 
@@ -129,22 +144,21 @@ class RoundDriver:
                 await self._open_round(run, run.current_round + 1)
 
     async def _open_round(self, run: Run, round_no: int) -> None:
+        if run.spec.privacy.enabled and not await self._charge_budget(run, round_no):
+            return
         now = self._clock()
         eligible = [
             n for n in await self._nodes.all() if n.eligible(now, self._settings.stale_after_ms)
         ]
         fields = {"base_model": run.model.to_json(), "kind": TaskKind.TRAIN.value}
-        participants: list[str] = []
+        if run.spec.secure_aggregation.enabled:
+            fields.update(secure_round_fields(run.spec))
+        participants, shortfall = _select(run.spec, eligible, round_no)
         deadline = now
-        if len(eligible) < run.spec.min_participants:
-            fields["failure_reason"] = (
-                f"quorum missed: {len(eligible)} eligible nodes, "
-                f"{run.spec.min_participants} required"
-            )
+        if shortfall:
+            fields["failure_reason"] = shortfall
             fields["failure_kind"] = QUORUM
         else:
-            count = run.spec.selection_size(len(eligible))
-            participants = select_participants(eligible, count, run.spec.seed, round_no)
             deadline = now + int(run.spec.collect_deadline_s * 1000)
             with _tracer.start_as_current_span(
                 "round", attributes={"run": run.run_id, "round": round_no}
@@ -157,6 +171,38 @@ class RoundDriver:
         self._metrics.round_opened()
         await self._runs.advance(run.run_id, round_no)
         await self._start_collecting(run, await self._rounds.get(run.run_id, round_no))
+
+    async def _charge_budget(self, run: Run, round_no: int) -> bool:
+        """Charge the round to the run's ε budget; False (and the run finished) if it overshoots.
+
+        Decided from the round number alone, as the aggregator counts ε: round r
+        costs the bound after r rounds, whatever became of the earlier ones.
+        """
+        decision = ledger(run.spec.privacy, round_no - 1).check_next_round()
+        if not decision.fits:
+            await self._stop_for_budget(run, decision)
+            return False
+        if self._budgets is None or not await self._budgets.charge(run.run_id, round_no):
+            return True
+        # Only the replica that charged the round raises the alert, so it is raised once.
+        if decision.fraction_used < decision.alert_fraction <= decision.fraction_after:
+            await self._events.emit(
+                "privacy_budget_80",
+                {"run": run.run_id},
+                {**_budget_annotations(decision.epsilon_after, decision), "round": str(round_no)},
+            )
+        return True
+
+    async def _stop_for_budget(self, run: Run, decision: BudgetDecision) -> None:
+        if await self._finish(run, decision.reason):
+            await self._events.emit(
+                "privacy_budget_exhausted",
+                {"run": run.run_id},
+                {
+                    **_budget_annotations(decision.epsilon_now, decision),
+                    "refused_round": str(decision.rounds_done + 1),
+                },
+            )
 
     async def _start_collecting(self, run: Run, record: RoundRecord) -> None:
         if "failure_reason" in record.fields:
@@ -191,6 +237,12 @@ class RoundDriver:
         self._metrics.transitioned(Phase.COLLECTING)
 
     async def _check_collection(self, run: Run, record: RoundRecord, token: int) -> None:
+        if run.spec.secure_aggregation.enabled:
+            aborted = secure_abort_reason(record.fields)
+            if aborted is not None:
+                reason = f"secure aggregation aborted: {aborted}"
+                await self._close_failed(run, record, Phase.COLLECTING, reason, SECURE_AGGREGATION)
+                return
         received = len(record.receipts)
         enough = min(run.spec.target_participants, len(record.participants))
         now = self._clock()
@@ -328,13 +380,18 @@ class RoundDriver:
                 "node_banned", {"node": node_id}, {"evidence": str(standing.evidence_count)}
             )
 
-    async def _finish(self, run: Run) -> None:
-        status = RunStatus.COMPLETED if run.rounds_completed > 0 else RunStatus.FAILED
-        reason = "" if status is RunStatus.COMPLETED else "every round failed"
+    async def _finish(self, run: Run, refused: str = "") -> bool:
+        """Finish the run (FAILED with ``refused`` when a round was refused); False if it was."""
+        if refused:
+            status, reason = RunStatus.FAILED, refused
+        elif run.rounds_completed > 0:
+            status, reason = RunStatus.COMPLETED, ""
+        else:
+            status, reason = RunStatus.FAILED, "every round failed"
         # Evaluation tasks first: storing them again is harmless, finishing is not repeatable.
         await self._push_final_evaluation(run)
         if not await self._runs.finish(run.run_id, status, reason):
-            return
+            return False
         await self._events.emit(
             "run_finished",
             {"run": run.run_id},
@@ -345,6 +402,7 @@ class RoundDriver:
                 "model_version": str(run.model.version),
             },
         )
+        return True
 
     async def _push_final_evaluation(self, run: Run) -> None:
         now = self._clock()
@@ -367,6 +425,71 @@ class RoundDriver:
             for n in online
         }
         await self._tasks.assign(sorted(task_for), task_for)
+
+
+def secure_round_spec(spec: RunSpec) -> SecureRoundSpec:
+    """The SecAgg+ contract of a round of ``spec``: its settings, σ = z·C under DP, stage timeout.
+
+    A stage waits a sixth of the collection deadline (at least 1 s) for stragglers.
+    """
+    from fedmesh.privacy.secagg.round_spec import DEFAULT_CLIP_RANGE, SecureRoundSpec
+
+    secure, privacy = spec.secure_aggregation, spec.privacy
+    return SecureRoundSpec(
+        threshold=secure.threshold,
+        neighbours=secure.neighbours,
+        bucket_size=secure.bucket_size,
+        min_survivors=secure.min_survivors,
+        clip_range=secure.clip_range or DEFAULT_CLIP_RANGE,
+        noise_stddev=privacy.noise_multiplier * privacy.clip_norm if privacy.enabled else 0.0,
+        stage_timeout_s=max(1.0, spec.collect_deadline_s / 6),
+    )
+
+
+def secure_round_fields(spec: RunSpec) -> dict[str, str]:
+    """The round-record fields that tell the aggregator how to run a secure round."""
+    # Loaded only for secure runs: the SecAgg+ package pulls in torch.
+    from fedmesh.privacy.secagg.round_spec import ROUND_FIELD
+
+    return {ROUND_FIELD: secure_round_spec(spec).to_json()}
+
+
+def secure_abort_reason(fields: Mapping[str, str]) -> str | None:
+    """Why the aggregator aborted the round's SecAgg+ session, or None while it has not."""
+    from fedmesh.privacy.secagg.round_spec import ABORT_FIELD
+
+    return fields.get(ABORT_FIELD)
+
+
+def _select(spec: RunSpec, eligible: list[Node], round_no: int) -> tuple[list[str], str]:
+    """The round's participants, or none and why the quorum was missed.
+
+    A private run with a sampling rate q > 0 draws each eligible node with
+    probability q (what the accountant assumes); any other run picks by trust.
+    """
+    required = spec.min_participants
+    if len(eligible) < required:
+        return [], f"quorum missed: {len(eligible)} eligible nodes, {required} required"
+    rate = spec.privacy.sampling_rate
+    if spec.privacy.enabled and rate > 0:
+        drawn = poisson_participants(eligible, rate, spec.seed, round_no)
+        if len(drawn) < required:
+            return [], (
+                f"quorum missed: the Poisson draw at rate {rate:g} of {len(eligible)} eligible "
+                f"nodes selected {len(drawn)}; {required} required"
+            )
+        return drawn, ""
+    count = spec.selection_size(len(eligible))
+    return select_participants(eligible, count, spec.seed, round_no), ""
+
+
+def _budget_annotations(epsilon_spent: float, decision: BudgetDecision) -> dict[str, str]:
+    return {
+        "epsilon_spent": f"{epsilon_spent:.4g}",
+        "epsilon_budget": f"{decision.epsilon_budget:g}",
+        "delta": f"{decision.delta:g}",
+        "reason": decision.reason,
+    }
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

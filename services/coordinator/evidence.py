@@ -6,6 +6,7 @@ Multi-Krum drops f. Counting every exclusion would punish honest nodes for being
 An exclusion is evidence only when the update also stands out from the round: its
 rule score (higher is more suspicious for every rule) lies beyond Tukey's far-out
 fence Q3 + 3·IQR of the round's scores. An update rejected without a score counts.
+A verdict without a node id (a secure round's bucket) is evidence against nobody.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ def far_out_fence(scores: Sequence[float]) -> float:
 
 
 def suspected(verdicts: Sequence[Verdict]) -> list[Verdict]:
-    """The excluded updates that are evidence: unscored, or scored beyond the far-out fence."""
+    """The excluded updates of a node that are evidence: unscored, or beyond the far-out fence.
+
+    Verdicts without a node id (secure rounds judge buckets, not nodes) are never evidence.
+    """
     fence = far_out_fence([v.score for v in verdicts if v.score is not None])
-    return [v for v in verdicts if v.excluded and (v.score is None or v.score > fence)]
+    return [
+        v for v in verdicts if v.node_id and v.excluded and (v.score is None or v.score > fence)
+    ]

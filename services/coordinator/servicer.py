@@ -15,6 +15,7 @@ from fedmesh.services.coordinator.evaluations import EvaluationBoard, NodeEvalua
 from fedmesh.services.coordinator.leadership import Replica
 from fedmesh.services.coordinator.nodes import NodeRegistry, NodeState
 from fedmesh.services.coordinator.outage import unavailable_while_redis_down
+from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets, ledger
 from fedmesh.services.coordinator.runs import ModelRef, RunStatus, RunStore
 from fedmesh.services.coordinator.task_feed import TaskFeed
 from fedmesh.store import RoundStore
@@ -38,7 +39,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         heartbeat_interval_s: float,
         stale_after_ms: int,
         clock: Callable[[], int],
+        budgets: PrivacyBudgets | None = None,
     ) -> None:
+        """``budgets`` is where a private run's ε spent is read; without it, from its rounds."""
         self._control = control
         self._runs = runs
         self._rounds = rounds
@@ -49,6 +52,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         self._heartbeat_interval_s = heartbeat_interval_s
         self._stale_after_ms = stale_after_ms
         self._clock = clock
+        self._budgets = budgets
 
     @translate_errors
     @unavailable_while_redis_down
@@ -195,6 +199,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         info: pb.RunInfo = convert.run_to_proto(run, phase)
         if run.status is RunStatus.RUNNING and phase is None:
             info.phase = pb.ROUND_PHASE_PENDING
+        privacy = run.spec.privacy
+        if privacy.enabled:
+            # Every opened round is charged: the ledger's count, or else the rounds opened.
+            charged = (
+                await self._budgets.rounds_charged(run_id)
+                if self._budgets is not None
+                else run.current_round
+            )
+            info.epsilon_spent = ledger(privacy, charged).epsilon_spent()
         return info
 
     async def _round_info(self, run_id: str, round_no: int) -> pb.RoundInfo:

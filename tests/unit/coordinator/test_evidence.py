@@ -35,3 +35,14 @@ def test_an_unscored_rejection_is_evidence_and_a_kept_outlier_is_not() -> None:
 def test_the_fence_is_q3_plus_three_iqr_and_needs_four_scores() -> None:
     assert far_out_fence([1.0, 2.0, 3.0, 4.0, 5.0]) == 4.0 + 3 * 2.0
     assert far_out_fence([1.0, 100.0, 1000.0]) == float("inf")
+
+
+def test_a_verdict_without_a_node_is_never_evidence() -> None:
+    # Secure rounds judge bucket means: the aggregator reports them with an empty node id.
+    verdicts = [
+        Verdict("", excluded=True, reason="bucket 2 rejected: out of range"),
+        Verdict("", excluded=True, reason="bucket 3 excluded by krum", score=1e9),
+        *krum_round([1.0, 1.1, 0.9, 1.2, 1.0], selected=0),
+    ]
+
+    assert suspected(verdicts) == []
