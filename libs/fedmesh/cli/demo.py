@@ -50,6 +50,7 @@ class DemoSettings:
     learning_rate: float = 1e-3
     seed: int = 7
     collect_deadline_s: float = 60.0
+    secure_aggregation: bool = False
 
     def mesh(self) -> MeshConfig:
         """The simulated mesh."""
@@ -276,6 +277,7 @@ def _spec(settings: DemoSettings) -> pb.RunSpec:
         training=common.TrainingSpec(
             local_epochs=settings.local_epochs, learning_rate=settings.learning_rate
         ),
+        secure_aggregation=common.SecureAggregationSpec(enabled=settings.secure_aggregation),
     )
 
 

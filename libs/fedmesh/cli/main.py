@@ -32,13 +32,23 @@ def demo(
     nodes: int = typer.Option(8, min=3, help="Simulated nodes (federated clients)."),
     report_dir: Path = typer.Option(Path("fedmesh-demo"), help="Where the report goes."),
     seed: int = typer.Option(7, help="Seed of the mesh, the split and the training."),
+    secure_aggregation: bool = typer.Option(
+        False,
+        "--secure-aggregation",
+        help="Mask the updates with SecAgg+: the aggregator sees only their sum.",
+    ),
 ) -> None:
     """Start Redis and the four services, run simulated nodes through FedAvg rounds."""
     from fedmesh.cli.demo import DemoSettings, run_demo
 
     with tempfile.TemporaryDirectory(prefix="fedmesh-demo-") as tmp:
         settings = DemoSettings(
-            workdir=Path(tmp), report_dir=report_dir, nodes=nodes, rounds=rounds, seed=seed
+            workdir=Path(tmp),
+            report_dir=report_dir,
+            nodes=nodes,
+            rounds=rounds,
+            seed=seed,
+            secure_aggregation=secure_aggregation,
         )
         stack = LocalStack(settings.workdir)
         signal.signal(signal.SIGTERM, _raise_interrupt)
