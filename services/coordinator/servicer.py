@@ -200,14 +200,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         if run.status is RunStatus.RUNNING and phase is None:
             info.phase = pb.ROUND_PHASE_PENDING
         privacy = run.spec.privacy
-        if privacy.enabled:
-            # Every opened round is charged: the ledger's count, or else the rounds opened.
-            charged = (
-                await self._budgets.rounds_charged(run_id)
-                if self._budgets is not None
-                else run.current_round
-            )
-            info.epsilon_spent = ledger(privacy, charged).epsilon_spent()
+        if privacy.enabled and self._budgets is not None:
+            info.epsilon_spent = (await self._budgets.state(run_id, privacy)).epsilon_spent
+        elif privacy.enabled:
+            # Every opened round is charged, so without the ledger: ε after the rounds opened.
+            info.epsilon_spent = ledger(privacy, run.current_round).epsilon_spent()
         return info
 
     async def _round_info(self, run_id: str, round_no: int) -> pb.RoundInfo:
