@@ -31,6 +31,7 @@ from fedmesh.services.coordinator.metrics import CoordinatorMetrics
 from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.peers import GrpcAggregation, GrpcModelCatalog
 from fedmesh.services.coordinator.ports import Events
+from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets
 from fedmesh.services.coordinator.runs import RunStore
 from fedmesh.services.coordinator.servicer import CoordinatorServicer
 from fedmesh.services.coordinator.settings import CoordinatorSettings
@@ -91,6 +92,7 @@ def build(
     runs, rounds, nodes = RunStore(redis), RoundStore(redis), NodeRegistry(redis)
     tasks, evaluations = TaskBoard(redis), EvaluationBoard(redis)
     catalog = GrpcModelCatalog(registry)
+    budgets = PrivacyBudgets(redis)
     driver = RoundDriver(
         runs,
         rounds,
@@ -100,6 +102,7 @@ def build(
         events,
         DriverSettings(settings.common.aggregator_address, stale_after_ms, settings.tick_s),
         metrics,
+        budgets=budgets,
     )
     replica = Replica(
         LeaderLease(redis, settings.replica_id, settings.lease_ttl_ms),
@@ -121,6 +124,7 @@ def build(
         settings.heartbeat_interval_s,
         stale_after_ms,
         now_ms,
+        budgets=budgets,
     )
     binding = ServiceBinding(
         SERVICE_NAME,
