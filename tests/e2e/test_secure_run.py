@@ -11,11 +11,14 @@ import pytest
 
 from fedmesh.cli.demo import MODEL_NAME, DemoSettings, NodeFleet, _publish_initial_model, _spec
 from fedmesh.cli.stack import LocalStack
+from fedmesh.client.alerting import Alert, AlertingClient
 from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.local_data import simulated_clients
 from fedmesh.client.registry import RegistryClient
+from fedmesh.privacy import SampledGaussianAccountant
 from fedmesh.proto.aggregator.v1 import aggregator_pb2 as agg_pb
 from fedmesh.proto.aggregator.v1 import aggregator_pb2_grpc as agg_grpc
+from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.proto.registry.v1 import registry_pb2 as reg_pb
 from fedmesh.rpc import open_channel
@@ -31,12 +34,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 SecureRun = tuple[pb.GetRunResponse, int, list[reg_pb.ModelVersion], agg_pb.GetStatusResponse]
+# DP on top: σ = z·C = 0.5 in shares σ/√3 over at least 3 survivors; the range covers 6 shares' σ.
+PRIVACY = common.PrivacySpec(enabled=True, clip_norm=0.5, noise_multiplier=1.0, delta=1e-5)
+TWO_ROUNDS_EPSILON = SampledGaussianAccountant(1.0, 1.0, 1e-5).epsilon_spent(2)
 
 
-async def _run_secure_rounds(stack: LocalStack) -> SecureRun:
-    settings = DemoSettings(workdir=stack.workdir, report_dir=stack.workdir, nodes=NODES,
-                            rounds=2, mesh_nodes=120, steps=80, local_epochs=2, seed=5,
-                            collect_deadline_s=90.0, secure_aggregation=True)  # fmt: skip
+def _settings(stack: LocalStack) -> DemoSettings:
+    return DemoSettings(workdir=stack.workdir, report_dir=stack.workdir, nodes=NODES, rounds=2,
+                        mesh_nodes=120, steps=80, local_epochs=2, seed=5, collect_deadline_s=90.0,
+                        secure_aggregation=True)  # fmt: skip
+
+
+def _private_spec(stack: LocalStack) -> pb.RunSpec:
+    spec = _spec(_settings(stack))
+    spec.privacy.CopyFrom(PRIVACY)
+    # The second round crosses 80 % of the budget: the PrivacyBudgetLow alert must fire.
+    spec.privacy.epsilon_budget = TWO_ROUNDS_EPSILON / 0.85
+    spec.secure_aggregation.min_survivors = 3
+    spec.secure_aggregation.clip_range = 0.5 + 6 * 0.5 / 3**0.5
+    return spec
+
+
+async def _run_secure_rounds(stack: LocalStack, spec: pb.RunSpec) -> SecureRun:
+    settings = _settings(stack)
     _, clients = await asyncio.to_thread(
         simulated_clients, settings.mesh(), NODES, settings.steps, 5
     )
@@ -58,7 +78,7 @@ async def _run_secure_rounds(stack: LocalStack) -> SecureRun:
             ):
                 assert time.monotonic() < deadline, "nodes did not register"
                 await asyncio.sleep(0.2)
-            run = await coordinator.start_run(_spec(settings))
+            run = await coordinator.start_run(spec)
             deadline = time.monotonic() + 300
             while (
                 state := await coordinator.get_run(run.run_id)
@@ -67,7 +87,7 @@ async def _run_secure_rounds(stack: LocalStack) -> SecureRun:
                 await asyncio.sleep(0.5)
         finally:
             await fleet.stop()
-        lineage = await registry.lineage(MODEL_NAME)
+        lineage = await registry.lineage(MODEL_NAME, state.run.model.version)
         status = await agg_grpc.AggregatorServiceStub(aggregator_channel).GetStatus(
             agg_pb.GetStatusRequest(), timeout=10
         )
@@ -76,7 +96,12 @@ async def _run_secure_rounds(stack: LocalStack) -> SecureRun:
 
 @pytest.fixture(scope="module")
 def secure_run(stack: LocalStack) -> SecureRun:
-    return asyncio.run(_run_secure_rounds(stack))
+    return asyncio.run(_run_secure_rounds(stack, _spec(_settings(stack))))
+
+
+@pytest.fixture(scope="module")
+def private_secure_run(stack: LocalStack, secure_run: SecureRun) -> SecureRun:
+    return asyncio.run(_run_secure_rounds(stack, _private_spec(stack)))
 
 
 def test_secure_rounds_complete_from_masked_inputs_only(
@@ -105,3 +130,24 @@ def test_the_aggregator_log_shows_stages_and_sums_but_no_update(
     assert messages.count("secure aggregation finished") == 2
     assert "secure aggregation stage closed" in messages
     assert not any("masked_vector" in line for line in log.splitlines())
+
+
+def test_a_private_secure_run_records_epsilon_and_raises_the_80_percent_alert(
+    private_secure_run: SecureRun, stack: LocalStack
+) -> None:
+    state, initial, lineage, _ = private_secure_run
+
+    assert state.run.status == pb.RUN_STATUS_COMPLETED, stack.log_tail("coordinator")
+    published = sorted((v for v in lineage if v.ref.version > initial), key=lambda v: v.round)
+    per_round = [SampledGaussianAccountant(1.0, 1.0, 1e-5).epsilon_spent(r) for r in (1, 2)]
+    assert [v.epsilon_spent for v in published] == pytest.approx(per_round)
+    assert all(v.delta == pytest.approx(1e-5) for v in published)
+    assert state.run.epsilon_spent == pytest.approx(TWO_ROUNDS_EPSILON)
+    alerts = asyncio.run(_alerts(stack, state.run.run_id))
+    assert [a.name for a in alerts] == ["PrivacyBudgetLow"]
+
+
+async def _alerts(stack: LocalStack, run_id: str) -> list[Alert]:
+    async with open_channel(stack.services["alerting"].address) as channel:
+        found = await AlertingClient(channel).list_alerts(labels={"run": run_id})
+    return [a for a in found if a.name.startswith("PrivacyBudget")]
