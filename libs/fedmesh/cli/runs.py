@@ -42,7 +42,7 @@ def _call(address: str, action: Callable[[CoordinatorClient], Awaitable[T]]) -> 
 
 def _runs_table(runs: list[pb.RunInfo]) -> Table:
     table = Table(title="Runs")
-    for column in ("run", "status", "model", "round", "phase", "completed", "failed"):
+    for column in ("run", "status", "model", "round", "phase", "completed", "failed", "ε spent"):
         table.add_column(column)
     for run in runs:
         table.add_row(
@@ -53,8 +53,16 @@ def _runs_table(runs: list[pb.RunInfo]) -> Table:
             pb.RoundPhase.Name(run.phase).removeprefix("ROUND_PHASE_"),
             str(run.rounds_completed),
             str(run.rounds_failed),
+            _epsilon(run),
         )
     return table
+
+
+def _epsilon(run: pb.RunInfo) -> str:
+    privacy = run.spec.privacy
+    if not privacy.enabled:
+        return "–"
+    return f"{run.epsilon_spent:.3f} of {privacy.epsilon_budget:g} (δ {privacy.delta:g})"
 
 
 @app.command()
@@ -66,9 +74,25 @@ def start(
     min_participants: int = typer.Option(3, min=1),
     target_participants: int = typer.Option(10, min=1),
     collect_deadline_s: float = typer.Option(60.0),
+    dp: bool = typer.Option(False, "--dp", help="Node-level differential privacy."),
+    clip_norm: float = typer.Option(1.0, help="DP: L2 bound C of each update."),
+    noise_multiplier: float = typer.Option(1.1, help="DP: z, the noise is N(0, (z·C)²)."),
+    delta: float = typer.Option(1e-5, help="DP: δ."),
+    epsilon_budget: float = typer.Option(1.0, help="DP: the run's ε budget."),
+    sampling_rate: float = typer.Option(
+        0.0, help="DP: Poisson rate q of node selection; 0 selects as usual, counted as q = 1."
+    ),
+    secure: bool = typer.Option(
+        False, "--secure-aggregation", help="SecAgg+: the aggregator sees only sums."
+    ),
+    secagg_threshold: int = typer.Option(0, help="SecAgg+: Shamir t (0: majority of k)."),
+    secagg_neighbours: int = typer.Option(0, help="SecAgg+: k (0: O(log n))."),
+    secagg_bucket_size: int = typer.Option(0, help="SecAgg+: nodes per bucket (0: one bucket)."),
+    secagg_min_survivors: int = typer.Option(0, help="SecAgg+: fewest inputs per sum (0: t)."),
+    secagg_clip_range: float = typer.Option(0.0, help="SecAgg+: per-coordinate range (0: 1.0)."),
     address: str = ADDRESS,
 ) -> None:
-    """Start a run."""
+    """Start a run (StartRun refuses impossible or unaffordable settings and says why)."""
     name = f"AGGREGATION_RULE_{rule.upper()}"
     names = list(common.AggregationRule.keys())
     if name not in names or rule.upper() == "UNSPECIFIED":
@@ -83,6 +107,26 @@ def start(
         min_participants=min_participants,
         target_participants=target_participants,
         collect_deadline_s=collect_deadline_s,
+        privacy=common.PrivacySpec(
+            enabled=dp,
+            clip_norm=clip_norm,
+            noise_multiplier=noise_multiplier,
+            delta=delta,
+            epsilon_budget=epsilon_budget,
+            sampling_rate=sampling_rate,
+        )
+        if dp
+        else None,
+        secure_aggregation=common.SecureAggregationSpec(
+            enabled=True,
+            threshold=secagg_threshold,
+            neighbours=secagg_neighbours,
+            bucket_size=secagg_bucket_size,
+            min_survivors=secagg_min_survivors,
+            clip_range=secagg_clip_range,
+        )
+        if secure
+        else None,
     )
     run = _call(address, lambda c: c.start_run(spec))
     console.print(_runs_table([run]))
