@@ -125,6 +125,7 @@ def build(
         stale_after_ms,
         now_ms,
         budgets=budgets,
+        tls_required=settings.common.tls is not None,
     )
     binding = ServiceBinding(
         SERVICE_NAME,

@@ -1,4 +1,4 @@
-"""The coordinator's RPC edge: translate, validate, delegate."""
+"""The coordinator's RPC edge: translate, authorize, validate, delegate."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fedmesh.errors import InvalidArgument
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.proto.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from fedmesh.rpc import translate_errors
+from fedmesh.rpc.authorization import CallerPolicy
 from fedmesh.services.coordinator import convert
 from fedmesh.services.coordinator.control import RunControl
 from fedmesh.services.coordinator.evaluations import EvaluationBoard, NodeEvaluation
@@ -40,8 +41,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         stale_after_ms: int,
         clock: Callable[[], int],
         budgets: PrivacyBudgets | None = None,
+        *,
+        tls_required: bool = False,
     ) -> None:
-        """``budgets`` is where a private run's ε spent is read; without it, from its rounds."""
+        """``budgets`` is where a private run's ε spent is read; without it, from its rounds.
+
+        ``tls_required`` (outside the dev profile) makes every call present a SPIFFE ID;
+        a caller that presents one is always checked (see docs/security.md).
+        """
         self._control = control
         self._runs = runs
         self._rounds = rounds
@@ -53,6 +60,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         self._stale_after_ms = stale_after_ms
         self._clock = clock
         self._budgets = budgets
+        self._callers = CallerPolicy(tls_required=tls_required)
 
     @translate_errors
     @unavailable_while_redis_down
@@ -60,6 +68,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         self, request: pb.RegisterNodeRequest, context: Context
     ) -> pb.RegisterNodeResponse:
         """Register or refresh a node."""
+        self._callers.node(context, request.node_id)
         now = self._clock()
         node = await self._nodes.register(
             request.node_id, request.samples, request.region, dict(request.capabilities), now
@@ -75,6 +84,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
         """Record a beat."""
+        self._callers.node(context, request.node_id)
         now = self._clock()
         node = await self._nodes.heartbeat(request.node_id, now)
         return pb.HeartbeatResponse(
@@ -88,6 +98,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         self, request: pb.StreamTasksRequest, context: Context
     ) -> AsyncIterator[pb.StreamTasksResponse]:
         """Push the node's pending task now and whenever a new one appears."""
+        self._callers.node(context, request.node_id)
         await self._nodes.get(request.node_id)
         async for task in self._feed.watch(request.node_id):
             yield pb.StreamTasksResponse(task=convert.task_to_proto(task))
@@ -98,6 +109,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         self, request: pb.ReportEvaluationRequest, context: Context
     ) -> pb.ReportEvaluationResponse:
         """Take a node's evaluation of a model version."""
+        self._callers.node(context, request.node_id)
         metrics = request.metrics
         await self._control.report_evaluation(
             request.node_id,
@@ -111,6 +123,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
     @unavailable_while_redis_down
     async def StartRun(self, request: pb.StartRunRequest, context: Context) -> pb.StartRunResponse:
         """Validate and start a run."""
+        self._callers.allow(context, "StartRun", admin=True)
         if not request.HasField("spec"):
             raise InvalidArgument("StartRun needs a spec")
         run = await self._control.start(convert.spec_from_proto(request.spec))
@@ -120,6 +133,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
     @unavailable_while_redis_down
     async def StopRun(self, request: pb.StopRunRequest, context: Context) -> pb.StopRunResponse:
         """Stop a run."""
+        self._callers.allow(context, "StopRun", admin=True)
         run = await self._control.stop(request.run_id, request.reason)
         return pb.StopRunResponse(run=await self._run_info(run.run_id))
 
@@ -127,6 +141,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
     @unavailable_while_redis_down
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
         """A run with all its rounds."""
+        self._callers.authenticated(context)
         run = await self._runs.get(request.run_id)
         rounds = []
         for round_no in range(1, run.current_round + 1):
@@ -137,6 +152,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
     @unavailable_while_redis_down
     async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:
         """Runs, newest first, paged."""
+        self._callers.authenticated(context)
         size = request.page_size or 50
         if not 1 <= size <= LIST_PAGE_MAX:
             raise InvalidArgument(f"page_size is {size}; expected 1–{LIST_PAGE_MAX}")
@@ -153,6 +169,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
     @unavailable_while_redis_down
     async def GetRound(self, request: pb.GetRoundRequest, context: Context) -> pb.GetRoundResponse:
         """One round with participants, receipts and exclusions."""
+        self._callers.authenticated(context)
         await self._runs.get(request.run_id)
         return pb.GetRoundResponse(round=await self._round_info(request.run_id, request.round))
 
@@ -162,6 +179,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         self, request: pb.ListNodesRequest, context: Context
     ) -> pb.ListNodesResponse:
         """Nodes, optionally only those in one state."""
+        self._callers.authenticated(context)
         now = self._clock()
         nodes = [
             convert.node_to_proto(n, now, self._stale_after_ms) for n in await self._nodes.all()
@@ -176,6 +194,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         self, request: pb.GetStatusRequest, context: Context
     ) -> pb.GetStatusResponse:
         """Leadership, active runs and node counts, as they are now."""
+        self._callers.authenticated(context)
         now = self._clock()
         states = [n.state(now, self._stale_after_ms) for n in await self._nodes.all()]
         leadership = self._replica.state.leadership
