@@ -70,6 +70,7 @@ async def build(
     models = RegistryModels(registry)
     manifests = BaseManifests(models)
     metrics = metrics if metrics is not None else AggregatorMetrics()
+    tls_required = settings.common.tls is not None
     servicer = AggregatorServicer(
         intake=UpdateIntake(rounds, spool, manifests, metrics, settings.max_update_bytes),
         aggregator=RoundAggregator(
@@ -88,9 +89,9 @@ async def build(
         spool=spool,
         metrics=metrics,
         secure=SecureAggregationEdge(
-            SecureRounds(rounds, manifests, secure_sums),
-            tls_required=settings.common.tls is not None,
+            SecureRounds(rounds, manifests, secure_sums), tls_required=tls_required
         ),
+        tls_required=tls_required,
     )
 
     def register(server: grpc.aio.Server) -> None:

@@ -1,4 +1,4 @@
-"""The aggregator's RPC edge: translate, validate the stream's framing, delegate."""
+"""The aggregator's RPC edge: translate, authorize, validate the stream's framing, delegate."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from fedmesh.errors import FedmeshError
 from fedmesh.proto.aggregator.v1 import aggregator_pb2 as pb
 from fedmesh.proto.aggregator.v1 import aggregator_pb2_grpc as pb_grpc
 from fedmesh.rpc import translate_errors
+from fedmesh.rpc.authorization import CallerPolicy
 from fedmesh.services.aggregator import convert
 from fedmesh.services.aggregator.metrics import AggregatorMetrics
 from fedmesh.services.aggregator.round_aggregation import AggregationRequest, RoundAggregator
@@ -132,12 +133,16 @@ class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
         spool: UpdateSpool,
         metrics: AggregatorMetrics,
         secure: SecureAggregationEdge,
+        *,
+        tls_required: bool,
     ) -> None:
+        """``tls_required`` (outside the dev profile) makes every call present a SPIFFE ID."""
         self._intake = intake
         self._aggregator = aggregator
         self._spool = spool
         self._metrics = metrics
         self._secure = secure
+        self._callers = CallerPolicy(tls_required=tls_required)
 
     @translate_errors
     async def SubmitUpdate(
@@ -154,6 +159,7 @@ class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
         requests = aiter(request_iterator)
         try:
             wire = await _read_header(requests)
+            self._callers.node(context, wire.node_id)
             header = convert.header_from_proto(wire)
         except FedmeshError as exc:
             self._intake.count_rejection(exc)
@@ -192,6 +198,7 @@ class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
         self, request: pb.AggregateRoundRequest, context: object
     ) -> pb.AggregateRoundResponse:
         """Aggregate and publish a round, or return its stored result."""
+        self._callers.allow(context, "AggregateRound", services=("coordinator",))
         domain = AggregationRequest(
             run_id=request.run_id,
             round_no=int(request.round),
@@ -217,6 +224,7 @@ class AggregatorServicer(pb_grpc.AggregatorServiceServicer):
         self, request: pb.GetStatusRequest, context: object
     ) -> pb.GetStatusResponse:
         """What is spooled, how many rounds were aggregated and updates refused."""
+        self._callers.authenticated(context)
         return pb.GetStatusResponse(
             spooled_updates=self._spool.count,
             spooled_bytes=self._spool.total_bytes,

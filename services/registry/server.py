@@ -97,6 +97,7 @@ async def build(
             metrics,
         ),
         aliases=aliases,
+        tls_required=settings.common.tls is not None,
     )
 
     def register(server: grpc.aio.Server) -> None:

@@ -1,4 +1,4 @@
-"""The registry's RPC edge: translate, validate, delegate."""
+"""The registry's RPC edge: translate, authorize, validate, delegate."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fedmesh.errors import InvalidArgument
 from fedmesh.proto.registry.v1 import registry_pb2 as pb
 from fedmesh.proto.registry.v1 import registry_pb2_grpc as pb_grpc
 from fedmesh.rpc import CHUNK_BYTES, translate_errors
+from fedmesh.rpc.authorization import CallerPolicy
 from fedmesh.services.registry import wire
 from fedmesh.services.registry.aliases import AliasBook
 from fedmesh.services.registry.catalog import Catalog
@@ -61,19 +62,23 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         verifier: ChainVerifier,
         promotions: Promotions,
         aliases: AliasBook,
+        tls_required: bool,
     ) -> None:
+        """``tls_required`` (outside the dev profile) makes every call present a SPIFFE ID."""
         self._publisher = publisher
         self._catalog = catalog
         self._streamer = streamer
         self._verifier = verifier
         self._promotions = promotions
         self._aliases = aliases
+        self._callers = CallerPolicy(tls_required=tls_required)
 
     @translate_errors
     async def PublishModel(
         self, request_iterator: AsyncIterator[pb.PublishModelRequest], context: Any
     ) -> pb.PublishModelResponse:
         """One header, then chunks of the canonical payload."""
+        self._callers.allow(context, "PublishModel", services=("aggregator",), admin=True)
         messages = aiter(request_iterator)
         first = await anext(messages, None)
         if first is None or first.WhichOneof("item") != "header":
@@ -93,6 +98,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.DownloadModelRequest, context: Any
     ) -> AsyncIterator[pb.DownloadModelResponse]:
         """The version record, then its bytes from the offset."""
+        self._callers.authenticated(context)
         version = await self._catalog.get(request.name, request.version, request.alias)
         async with self._streamer.open(
             version, request.offset, request.chunk_bytes or CHUNK_BYTES
@@ -106,6 +112,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.GetModelVersionRequest, context: Any
     ) -> pb.GetModelVersionResponse:
         """One version by number, alias, or the latest."""
+        self._callers.authenticated(context)
         version = await self._catalog.get(request.name, request.version, request.alias)
         return pb.GetModelVersionResponse(version=wire.version_to_pb(version))
 
@@ -114,6 +121,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.ListModelVersionsRequest, context: Any
     ) -> pb.ListModelVersionsResponse:
         """A page of versions, newest first."""
+        self._callers.authenticated(context)
         versions, token = await self._catalog.page(
             request.name, request.page_size, request.page_token
         )
@@ -126,6 +134,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.GetLineageRequest, context: Any
     ) -> pb.GetLineageResponse:
         """A version and its ancestors by parent."""
+        self._callers.authenticated(context)
         line = await self._catalog.lineage(request.name, request.version)
         return pb.GetLineageResponse(versions=[wire.version_to_pb(v) for v in line])
 
@@ -134,6 +143,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.VerifyChainRequest, context: Any
     ) -> pb.VerifyChainResponse:
         """Re-check records, links and blobs back to version 1."""
+        self._callers.authenticated(context)
         check_name(request.name)
         check_version(request.version)
         return wire.chain_report_to_pb(await self._verifier.verify(request.name, request.version))
@@ -143,6 +153,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.RecordEvaluationRequest, context: Any
     ) -> pb.RecordEvaluationResponse:
         """Attach evaluation metrics to a version."""
+        self._callers.allow(context, "RecordEvaluation", services=("coordinator",))
         if not request.HasField("metrics"):
             raise InvalidArgument("metrics are required")
         version = await self._promotions.record_evaluation(
@@ -155,6 +166,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.PromoteModelRequest, context: Any
     ) -> pb.PromoteModelResponse:
         """Point an alias at a version (production passes the gate)."""
+        self._callers.allow(context, "PromoteModel", admin=True)
         if not request.alias:
             raise InvalidArgument("alias is required (e.g. 'production' or 'candidate')")
         version = await self._promotions.promote(
@@ -167,12 +179,14 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.RollbackModelRequest, context: Any
     ) -> pb.RollbackModelResponse:
         """Move production back to an earlier version."""
+        self._callers.allow(context, "RollbackModel", admin=True)
         version = await self._promotions.rollback(request.name, request.version, request.reason)
         return pb.RollbackModelResponse(version=wire.version_to_pb(version))
 
     @translate_errors
     async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.GetStatusResponse:
         """Counts and the public signing key."""
+        self._callers.authenticated(context)
         return wire.status_to_pb(await self._catalog.status())
 
     @translate_errors
@@ -180,6 +194,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.ListModelsRequest, context: Any
     ) -> pb.ListModelsResponse:
         """Every model with its latest version and aliases."""
+        self._callers.authenticated(context)
         return pb.ListModelsResponse(
             models=[wire.summary_to_pb(s) for s in await self._catalog.models()]
         )
@@ -189,6 +204,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.ListAliasMovesRequest, context: Any
     ) -> pb.ListAliasMovesResponse:
         """The recorded alias moves, newest first."""
+        self._callers.authenticated(context)
         check_name(request.name)
         if request.alias:
             check_alias(request.alias)
