@@ -259,4 +259,5 @@ def task_to_proto(task: Task) -> pb.Task:
         privacy=privacy_to_proto(task.privacy),
         secure_aggregation=secagg_to_proto(task.secure_aggregation),
         trace_context=common.TraceContext(carrier=dict(task.trace_carrier)),
+        peer_signing_keys={n: bytes.fromhex(k) for n, k in task.peer_signing_keys.items()},
     )

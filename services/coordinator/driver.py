@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 
+SIGNING_KEYS = "signing_keys"
+"""The round-record field with the participants' Ed25519 public keys: JSON node id → hex."""
+
 QUORUM = "quorum"
 AGGREGATION = "aggregation"
 SECURE_AGGREGATION = "secure_aggregation"
@@ -154,6 +157,7 @@ class RoundDriver:
         if run.spec.secure_aggregation.enabled:
             fields.update(secure_round_fields(run.spec))
         participants, shortfall = _select(run.spec, eligible, round_no)
+        fields[SIGNING_KEYS] = signing_keys_field(eligible, participants)
         deadline = now
         if shortfall:
             fields["failure_reason"] = shortfall
@@ -216,6 +220,10 @@ class RoundDriver:
             return
         base = ModelRef.from_json(record.fields["base_model"])
         carrier = json.loads(record.fields.get("trace_carrier", "{}"))
+        # Nodes check their neighbours' SecAgg+ key advertisements with these keys.
+        peer_keys: dict[str, str] = {}
+        if run.spec.secure_aggregation.enabled:
+            peer_keys = json.loads(record.fields.get(SIGNING_KEYS, "{}"))
         task_for = {
             node_id: Task(
                 task_id=task_id(run.run_id, record.round_no, TaskKind.TRAIN, node_id),
@@ -229,6 +237,7 @@ class RoundDriver:
                 privacy=run.spec.privacy,
                 secure_aggregation=run.spec.secure_aggregation,
                 trace_carrier=carrier,
+                peer_signing_keys=peer_keys,
             )
             for node_id in record.participants
         }
@@ -425,6 +434,15 @@ class RoundDriver:
             for n in online
         }
         await self._tasks.assign(sorted(task_for), task_for)
+
+
+def signing_keys_field(nodes: list[Node], participants: list[str]) -> str:
+    """The participants' registered public keys as the round record stores them."""
+    chosen = set(participants)
+    return json.dumps(
+        {n.node_id: n.signing_public_key.hex() for n in nodes if n.node_id in chosen},
+        sort_keys=True,
+    )
 
 
 def secure_round_spec(spec: RunSpec) -> SecureRoundSpec:

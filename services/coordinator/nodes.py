@@ -10,7 +10,8 @@ from enum import StrEnum
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from fedmesh.errors import InvalidArgument, NotFound, PermissionDenied
+from fedmesh.client.signing import check_public_key
+from fedmesh.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from fedmesh.store import keys
 
 # DESIGN §8: trust starts at 1.0, eligible at ≥ 0.5, ×0.8 per evidence, banned after 3.
@@ -40,6 +41,7 @@ class Node:
     evidence_count: int
     banned: bool
     last_heartbeat_unix_ms: int
+    signing_public_key: bytes = b""
 
     def state(self, now_unix_ms: int, stale_after_ms: int) -> NodeState:
         """BANNED, STALE (no beat within ``stale_after_ms``) or ONLINE."""
@@ -50,10 +52,11 @@ class Node:
         return NodeState.ONLINE
 
     def eligible(self, now_unix_ms: int, stale_after_ms: int) -> bool:
-        """Online and trusted enough to be selected."""
+        """Online, trusted enough, and with a signing key (its updates can be verified)."""
         return (
             self.state(now_unix_ms, stale_after_ms) is NodeState.ONLINE
             and self.trust >= ELIGIBLE_TRUST
+            and bool(self.signing_public_key)
         )
 
 
@@ -76,6 +79,23 @@ return {redis.call('HGET', KEYS[1], 'trust'), count, banned, counted}
 """
 
 
+# KEYS[1] node hash. ARGV: signing key (hex), initial trust, samples, region, capabilities,
+# heartbeat. Trust on first use: a node id keeps the first signing key it registered with,
+# and a registration with another key changes nothing.
+_REGISTER = """
+local known = redis.call('HGET', KEYS[1], 'signing_public_key')
+if known and known ~= '' and known ~= ARGV[1] then
+  return redis.error_reply('KEYMISMATCH ' .. known)
+end
+redis.call('HSETNX', KEYS[1], 'trust', ARGV[2])
+redis.call('HSETNX', KEYS[1], 'evidence_count', '0')
+redis.call('HSETNX', KEYS[1], 'banned', '0')
+redis.call('HSET', KEYS[1], 'signing_public_key', ARGV[1], 'samples', ARGV[3], 'region', ARGV[4],
+           'capabilities', ARGV[5], 'last_heartbeat_unix_ms', ARGV[6])
+return 'OK'
+"""
+
+
 @dataclass(frozen=True)
 class EvidenceOutcome:
     """A node's standing after one more piece of evidence."""
@@ -92,6 +112,7 @@ class NodeRegistry:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
         self._evidence = redis.register_script(_EVIDENCE)
+        self._register = redis.register_script(_REGISTER)
 
     async def register(
         self,
@@ -100,30 +121,48 @@ class NodeRegistry:
         region: str,
         capabilities: Mapping[str, str],
         now_unix_ms: int,
+        signing_public_key: bytes,
     ) -> Node:
-        """Add a node or refresh its registration; trust and evidence are kept."""
+        """Add a node or refresh its registration; trust, evidence and signing key are kept.
+
+        The first signing key a node id registers with is its key from then on
+        (trust on first use): FailedPrecondition for another one, and nothing
+        changes. An operator re-keys a node by deleting its record from Redis
+        (``DEL fm:node:<id>``); there is no RPC to forget a node.
+        """
         if not node_id or len(node_id) > 256 or any(c.isspace() for c in node_id):
             raise InvalidArgument(
                 f"node id {node_id!r} is invalid; expected 1–256 characters without spaces"
             )
         if samples < 0:
             raise InvalidArgument(f"samples is {samples}; expected 0 or more")
+        problem = check_public_key(signing_public_key)
+        if problem is not None:
+            raise InvalidArgument(f"signing_public_key of node {node_id!r} is refused: {problem}")
         key = keys.node_key(node_id)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hsetnx(key, "trust", str(INITIAL_TRUST))
-        pipe.hsetnx(key, "evidence_count", "0")
-        pipe.hsetnx(key, "banned", "0")
-        pipe.hset(
-            key,
-            mapping={
-                "samples": str(samples),
-                "region": region,
-                "capabilities": json.dumps(dict(capabilities), sort_keys=True),
-                "last_heartbeat_unix_ms": str(now_unix_ms),
-            },
-        )
-        pipe.sadd(keys.nodes_index_key(), node_id)
-        await pipe.execute()
+        offered = signing_public_key.hex()
+        try:
+            await self._register(
+                keys=[key],
+                args=[
+                    offered,
+                    str(INITIAL_TRUST),
+                    str(samples),
+                    region,
+                    json.dumps(dict(capabilities), sort_keys=True),
+                    str(now_unix_ms),
+                ],
+            )
+        except ResponseError as exc:
+            code, _, known = str(exc).strip().partition(" ")
+            if code != "KEYMISMATCH":
+                raise
+            raise FailedPrecondition(
+                f"node {node_id!r} registered before with signing key {known[:16]}…, not "
+                f"{offered[:16]}…; a node keeps its first key. If the node was re-keyed on "
+                f"purpose, an operator must delete its record (redis: DEL {key}) first"
+            ) from None
+        await self._redis.sadd(keys.nodes_index_key(), node_id)
         node = await self.get(node_id)
         if node.banned:
             raise PermissionDenied(
@@ -187,4 +226,5 @@ def _node(node_id: str, raw: Mapping[str, str]) -> Node:
         evidence_count=int(raw.get("evidence_count", "0")),
         banned=raw.get("banned") == "1",
         last_heartbeat_unix_ms=int(raw.get("last_heartbeat_unix_ms", "0")),
+        signing_public_key=bytes.fromhex(raw.get("signing_public_key", "")),
     )

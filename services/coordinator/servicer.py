@@ -71,7 +71,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         self._callers.node(context, request.node_id)
         now = self._clock()
         node = await self._nodes.register(
-            request.node_id, request.samples, request.region, dict(request.capabilities), now
+            request.node_id,
+            request.samples,
+            request.region,
+            dict(request.capabilities),
+            now,
+            request.signing_public_key,
         )
         return pb.RegisterNodeResponse(
             node=convert.node_to_proto(node, now, self._stale_after_ms),

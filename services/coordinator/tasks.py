@@ -41,6 +41,8 @@ class Task:
     privacy: PrivacySettings
     secure_aggregation: SecureAggregationSettings
     trace_carrier: Mapping[str, str] = field(default_factory=dict)
+    peer_signing_keys: Mapping[str, str] = field(default_factory=dict)
+    """Secure rounds: every participant's Ed25519 public key (hex), by node id."""
 
     def to_json(self) -> str:
         """JSON form stored in Redis."""
@@ -64,6 +66,7 @@ class Task:
             privacy=PrivacySettings(**data["privacy"]),
             secure_aggregation=SecureAggregationSettings(**data["secure_aggregation"]),
             trace_carrier=dict(data["trace_carrier"]),
+            peer_signing_keys=dict(data.get("peer_signing_keys", {})),
         )
 
 

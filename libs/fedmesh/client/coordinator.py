@@ -19,11 +19,20 @@ class CoordinatorClient:
         self._timeout_s = timeout_s
 
     async def register(
-        self, node_id: str, samples: int, region: str, capabilities: Mapping[str, str]
+        self,
+        node_id: str,
+        samples: int,
+        region: str,
+        capabilities: Mapping[str, str],
+        signing_public_key: bytes = b"",
     ) -> pb.RegisterNodeResponse:
-        """Register this node."""
+        """Register this node with its raw 32-byte Ed25519 public key (required by the server)."""
         request = pb.RegisterNodeRequest(
-            node_id=node_id, samples=samples, region=region, capabilities=dict(capabilities)
+            node_id=node_id,
+            samples=samples,
+            region=region,
+            capabilities=dict(capabilities),
+            signing_public_key=signing_public_key,
         )
         response: pb.RegisterNodeResponse = await self._stub.RegisterNode(
             request, timeout=self._timeout_s

@@ -83,6 +83,7 @@ class JoinSecureRoundResponse(_message.Message):
     MAX_SUMMANDS_FIELD_NUMBER: _builtins.int
     NOISE_STDDEV_FIELD_NUMBER: _builtins.int
     STAGE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
     node_index: _builtins.int
     """The node's index among the round's participants (sorted by node id)."""
     bucket: _builtins.int
@@ -101,6 +102,12 @@ class JoinSecureRoundResponse(_message.Message):
     def bucket_members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Participant indices of the node's bucket."""
 
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The round's node ids in index order (sorted), so a node can name the neighbour behind
+        each index and check its signature against the key the coordinator gave it.
+        """
+
     def __init__(
         self,
         *,
@@ -117,10 +124,11 @@ class JoinSecureRoundResponse(_message.Message):
         max_summands: _builtins.int = ...,
         noise_stddev: _builtins.float = ...,
         stage_timeout_s: _builtins.float = ...,
+        participants: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "bucket_members", b"bucket_members", "clip_range", b"clip_range", "degree", b"degree", "graph_seed", b"graph_seed", "max_summands", b"max_summands", "min_survivors", b"min_survivors", "node_index", b"node_index", "noise_stddev", b"noise_stddev", "round_context", b"round_context", "stage_timeout_s", b"stage_timeout_s", "threshold", b"threshold", "vector_length", b"vector_length"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "bucket_members", b"bucket_members", "clip_range", b"clip_range", "degree", b"degree", "graph_seed", b"graph_seed", "max_summands", b"max_summands", "min_survivors", b"min_survivors", "node_index", b"node_index", "noise_stddev", b"noise_stddev", "participants", b"participants", "round_context", b"round_context", "stage_timeout_s", b"stage_timeout_s", "threshold", b"threshold", "vector_length", b"vector_length"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -133,19 +141,23 @@ class SecAggPublicKeys(_message.Message):
     NODE_FIELD_NUMBER: _builtins.int
     ENCRYPTION_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     MASKING_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     node: _builtins.int
     encryption_public_key: _builtins.bytes
     masking_public_key: _builtins.bytes
+    signature: _builtins.bytes
+    """The advertising node's Ed25519 signature, passed on unchanged (see AdvertiseKeysRequest)."""
     def __init__(
         self,
         *,
         node: _builtins.int = ...,
         encryption_public_key: _builtins.bytes = ...,
         masking_public_key: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["encryption_public_key", b"encryption_public_key", "masking_public_key", b"masking_public_key", "node", b"node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encryption_public_key", b"encryption_public_key", "masking_public_key", b"masking_public_key", "node", b"node", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -158,8 +170,13 @@ class AdvertiseKeysRequest(_message.Message):
     REF_FIELD_NUMBER: _builtins.int
     ENCRYPTION_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     MASKING_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     encryption_public_key: _builtins.bytes
     masking_public_key: _builtins.bytes
+    signature: _builtins.bytes
+    """Ed25519 signature by the node's registered key over "fedmesh/secagg-advertisement/v1",
+    the bucket's round context, the node's index and both public keys (length-prefixed).
+    """
     @_builtins.property
     def ref(self) -> Global___SecureRoundRef: ...
     def __init__(
@@ -168,10 +185,11 @@ class AdvertiseKeysRequest(_message.Message):
         ref: Global___SecureRoundRef | None = ...,
         encryption_public_key: _builtins.bytes = ...,
         masking_public_key: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["encryption_public_key", b"encryption_public_key", "masking_public_key", b"masking_public_key", "ref", b"ref"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encryption_public_key", b"encryption_public_key", "masking_public_key", b"masking_public_key", "ref", b"ref", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -448,7 +466,11 @@ class UpdateHeader(_message.Message):
     payload_bytes: _builtins.int
     local_loss: _builtins.float
     nonce: _builtins.bytes
+    """16–64 random bytes, never reused by the node within the run (a replay is refused)."""
     signature: _builtins.bytes
+    """Ed25519 signature by the node's registered key over "fedmesh/update/v1", run_id, round,
+    node_id, nonce and digest (each length-prefixed). Required.
+    """
     @_builtins.property
     def manifest(self) -> _common_pb2.TensorManifest: ...
     @_builtins.property

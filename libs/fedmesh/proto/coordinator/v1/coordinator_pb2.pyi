@@ -362,6 +362,26 @@ class Task(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class PeerSigningKeysEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TASK_ID_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
@@ -373,6 +393,7 @@ class Task(_message.Message):
     PRIVACY_FIELD_NUMBER: _builtins.int
     SECURE_AGGREGATION_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    PEER_SIGNING_KEYS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     kind: Global___TaskKind.ValueType
     run_id: _builtins.str
@@ -389,6 +410,13 @@ class Task(_message.Message):
     def secure_aggregation(self) -> _common_pb2.SecureAggregationSpec: ...
     @_builtins.property
     def trace_context(self) -> _common_pb2.TraceContext: ...
+    @_builtins.property
+    def peer_signing_keys(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
+        """Secure rounds only: the Ed25519 public key of every participant of the round, by node
+        id, as registered with the coordinator. A node verifies its neighbours' key
+        advertisements with these, not with anything the aggregator sends.
+        """
+
     def __init__(
         self,
         *,
@@ -403,10 +431,11 @@ class Task(_message.Message):
         privacy: _common_pb2.PrivacySpec | None = ...,
         secure_aggregation: _common_pb2.SecureAggregationSpec | None = ...,
         trace_context: _common_pb2.TraceContext | None = ...,
+        peer_signing_keys: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "privacy", b"privacy", "secure_aggregation", b"secure_aggregation", "trace_context", b"trace_context", "training", b"training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregator_address", b"aggregator_address", "deadline_unix_ms", b"deadline_unix_ms", "kind", b"kind", "model", b"model", "privacy", b"privacy", "round", b"round", "run_id", b"run_id", "secure_aggregation", b"secure_aggregation", "task_id", b"task_id", "trace_context", b"trace_context", "training", b"training"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregator_address", b"aggregator_address", "deadline_unix_ms", b"deadline_unix_ms", "kind", b"kind", "model", b"model", "peer_signing_keys", b"peer_signing_keys", "privacy", b"privacy", "round", b"round", "run_id", b"run_id", "secure_aggregation", b"secure_aggregation", "task_id", b"task_id", "trace_context", b"trace_context", "training", b"training"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -440,9 +469,15 @@ class RegisterNodeRequest(_message.Message):
     SAMPLES_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    SIGNING_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     samples: _builtins.int
     region: _builtins.str
+    signing_public_key: _builtins.bytes
+    """The node's 32-byte Ed25519 public key (raw), with which it signs its updates and
+    SecAgg+ key advertisements. Required. Trust on first use: a later registration of the
+    same node id with a different key is refused with FAILED_PRECONDITION.
+    """
     @_builtins.property
     def capabilities(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -452,10 +487,11 @@ class RegisterNodeRequest(_message.Message):
         samples: _builtins.int = ...,
         region: _builtins.str = ...,
         capabilities: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        signing_public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "node_id", b"node_id", "region", b"region", "samples", b"samples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "node_id", b"node_id", "region", b"region", "samples", b"samples", "signing_public_key", b"signing_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
