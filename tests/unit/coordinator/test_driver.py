@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 import redis.asyncio as aioredis
 
+from fedmesh.client.signing import NodeSigner
 from fedmesh.errors import FailedPrecondition
 from fedmesh.services.coordinator.driver import DriverSettings, RoundDriver
 from fedmesh.services.coordinator.metrics import CoordinatorMetrics
@@ -21,6 +22,7 @@ from fedmesh.store import Phase, Receipt, RoundStore
 
 NOW = 1_800_000_000_000
 BASE = ModelRef("detector", 4, "digest-4")
+SIGNERS = [NodeSigner.generate() for _ in range(4)]
 
 
 @dataclass
@@ -78,7 +80,9 @@ class World:
 
     async def start(self, rounds: int = 2, nodes: int = 3) -> Run:
         for index in range(nodes):
-            await self.nodes.register(f"node-{index}", 100, "north", {}, NOW)
+            await self.nodes.register(
+                f"node-{index}", 100, "north", {}, NOW, SIGNERS[index].public_key
+            )
         spec = RunSpec(
             model_name=BASE.name, rounds=rounds, min_participants=3, target_participants=3,
             over_selection=0.0, collect_deadline_s=60, aggregate_deadline_s=30,

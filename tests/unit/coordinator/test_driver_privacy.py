@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 import pytest
 import redis.asyncio as aioredis
 
+from fedmesh.client.signing import NodeSigner
 from fedmesh.privacy import SampledGaussianAccountant
 from fedmesh.privacy.secagg.round_spec import ABORT_FIELD, ROUND_FIELD, SecureRoundSpec
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
+from fedmesh.services.coordinator import convert
 from fedmesh.services.coordinator.control import RunControl
 from fedmesh.services.coordinator.driver import DriverSettings, RoundDriver
 from fedmesh.services.coordinator.evaluations import EvaluationBoard
@@ -97,6 +99,7 @@ class World:
     aggregator: Aggregator
     events: Events
     driver: RoundDriver
+    keys: dict[str, bytes] = field(default_factory=dict)
 
     def another_driver(self, events: Events) -> RoundDriver:
         """A second replica's driver over the same Redis (a new leader)."""
@@ -104,7 +107,9 @@ class World:
 
     async def register(self, count: int) -> None:
         for index in range(count):
-            await self.nodes.register(f"node-{index:02d}", 100, "north", {}, NOW)
+            node_id = f"node-{index:02d}"
+            self.keys[node_id] = NodeSigner.generate().public_key
+            await self.nodes.register(node_id, 100, "north", {}, NOW, self.keys[node_id])
 
     async def start(self, nodes: int = 3, **changes: object) -> Run:
         await self.register(nodes)
@@ -369,6 +374,53 @@ async def test_a_plain_round_has_no_secure_contract(world: World) -> None:
     await world.driver.tick(fencing_token=1)
 
     assert ROUND_FIELD not in (await world.rounds.get(run.run_id, 1)).fields
+
+
+async def test_every_round_records_its_participants_signing_keys(world: World) -> None:
+    run = await world.start(nodes=5)
+
+    await world.driver.tick(fencing_token=1)
+
+    record = await world.rounds.get(run.run_id, 1)
+    assert len(record.participants) == 3
+    assert json.loads(record.fields["signing_keys"]) == {
+        node: world.keys[node].hex() for node in record.participants
+    }
+    task = await TaskBoard(world.redis).pending(sorted(record.participants)[0])
+    assert task is not None
+    assert task.peer_signing_keys == {}  # only secure rounds need them on the node
+
+
+async def test_a_secure_task_carries_every_participants_key(world: World) -> None:
+    run = await world.start(secure_aggregation=SECURE)
+
+    await world.driver.tick(fencing_token=1)
+
+    record = await world.rounds.get(run.run_id, 1)
+    expected = {node: world.keys[node].hex() for node in record.participants}
+    for node in record.participants:
+        task = await TaskBoard(world.redis).pending(node)
+        assert task is not None
+        assert task.peer_signing_keys == expected
+        assert dict(convert.task_to_proto(task).peer_signing_keys) == {
+            n: world.keys[n] for n in record.participants
+        }
+
+
+async def test_a_node_registered_without_a_signing_key_is_not_selected(world: World) -> None:
+    run = await world.start(nodes=3, target_participants=4)
+    # A record written before nodes had keys: online and trusted, but it cannot sign.
+    await world.redis.hset(
+        "fm:node:legacy",
+        mapping={"trust": "1.0", "evidence_count": "0", "banned": "0", "samples": "100",
+                 "region": "north", "capabilities": "{}", "last_heartbeat_unix_ms": str(NOW)},
+    )  # fmt: skip
+    await world.redis.sadd("fm:nodes", "legacy")
+
+    await world.driver.tick(fencing_token=1)
+
+    record = await world.rounds.get(run.run_id, 1)
+    assert sorted(record.participants) == ["node-00", "node-01", "node-02"]
 
 
 async def test_an_aborted_secure_round_fails_at_once_with_the_reason(world: World) -> None:
