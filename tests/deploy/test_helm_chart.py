@@ -365,11 +365,10 @@ def test_cert_manager_tls_mounts_a_certificate_per_service_and_probes_over_mtls(
         spec = deployment(objects, component)["spec"]["template"]["spec"]
         container = spec["containers"][0]
         certificate = certificates[name]["spec"]
-        # The identity is the service account's SPIFFE ID; clients verify the Service name.
+        # The identity is the one per-RPC authorization expects of the service (service/<name>);
+        # clients verify the Service name.
         assert spec["serviceAccountName"] in accounts
-        assert certificate["uris"] == [
-            f"spiffe://fedmesh.local/ns/mesh/sa/{spec['serviceAccountName']}"
-        ]
+        assert certificate["uris"] == [f"spiffe://fedmesh.local/service/{component}"]
         assert name in certificate["dnsNames"]
         assert f"{name}.mesh.svc.cluster.local" in certificate["dnsNames"]
         assert certificate["issuerRef"]["name"] == "fedmesh-ca"

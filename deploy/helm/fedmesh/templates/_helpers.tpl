@@ -172,10 +172,12 @@ The env every fedmesh container gets: peers, telemetry, logging, TLS files.
 {{- end }}
 
 {{/*
-The SPIFFE ID of one component. Call with (dict "root" $ "component" "coordinator").
+The SPIFFE ID of one component: spiffe://<trust domain>/service/<component>, the identity
+the services' per-RPC authorization expects of it (docs/security.md).
+Call with (dict "root" $ "component" "coordinator").
 */}}
 {{- define "fedmesh.spiffeId" -}}
-{{- printf "spiffe://%s/ns/%s/sa/%s" .root.Values.tls.trustDomain .root.Release.Namespace (include "fedmesh.serviceAccountName" .) }}
+{{- printf "spiffe://%s/service/%s" .root.Values.tls.trustDomain .component }}
 {{- end }}
 
 {{/*
