@@ -49,6 +49,8 @@ def header_from_proto(header: pb.UpdateHeader) -> UpdateHeader:
         payload_bytes=int(header.payload_bytes),
         base_model=model_ref_from_proto(header.base_model),
         local_loss=header.local_loss,
+        nonce=header.nonce,
+        signature=header.signature,
     )
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from fedmesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from fedmesh.client.signing import verify_advertisement
+from fedmesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unauthenticated
 from fedmesh.privacy.secagg import (
     ConflictingSecAggMessage,
     InvalidSecAggMessage,
@@ -103,8 +104,31 @@ class SecureBucket:
         """True once the bucket finished or aborted."""
         return self._result is not None or bool(self._abort_reason)
 
-    async def advertise_keys(self, message: KeyAdvertisement) -> NeighbourKeys:
-        """Stage 0: record the node's public keys; its neighbours' keys once the stage closes."""
+    @property
+    def round_context(self) -> bytes:
+        """What separates this bucket's keys and masks from every other bucket and round."""
+        return self._server.config.round_context
+
+    async def advertise_keys(self, message: KeyAdvertisement, signing_key: bytes) -> NeighbourKeys:
+        """Stage 0: record the node's public keys; its neighbours' keys once the stage closes.
+
+        The advertisement must carry the node's signature by ``signing_key`` (its
+        registered key); one that does not is refused and nothing is recorded, so
+        the neighbours never receive keys they would reject.
+        """
+        if not verify_advertisement(
+            signing_key,
+            message.signature,
+            self.round_context,
+            message.node,
+            message.encryption_public_key,
+            message.masking_public_key,
+        ):
+            raise Unauthenticated(
+                f"bucket {self.bucket}: the key advertisement of node {message.node} is not "
+                "signed by the Ed25519 key its node registered with the coordinator"
+                + ("" if message.signature else " (signature is empty)")
+            )
         result: NeighbourKeys = await self._call(
             Stage.ADVERTISE_KEYS, message.node, lambda: self._server.receive_advertisement(message)
         )

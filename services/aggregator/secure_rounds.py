@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -37,6 +38,7 @@ from fedmesh.services.aggregator.locks import KeyedLocks
 from fedmesh.services.aggregator.secure_bucket import SecureBucket
 from fedmesh.services.aggregator.secure_sums import SecureSumStore, UnmaskedBucket
 from fedmesh.services.aggregator.update import ModelRef
+from fedmesh.services.aggregator.validation import SIGNING_KEYS_FIELD
 from fedmesh.store import Phase, Receipt, RoundStore
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class SecureRound:
     run_id: str
     round_no: int
     plan: SecureRoundPlan
+    signing_keys: dict[str, bytes]
     buckets: list[SecureBucket] = field(default_factory=list)
     facts: dict[str, InputFacts] = field(default_factory=dict)
     expiry: asyncio.TimerHandle | None = None
@@ -76,6 +79,16 @@ class SecureRound:
                 f"node {node_id!r} was not selected for round {self.round_no} of run {self.run_id}"
             ) from error
         return index, self.buckets[self.plan.bucket_of(index)]
+
+    def signing_key(self, node_id: str) -> bytes:
+        """The Ed25519 public key the coordinator recorded for a participant."""
+        try:
+            return self.signing_keys[node_id]
+        except KeyError:
+            raise FailedPrecondition(
+                f"round {self.round_no} of run {self.run_id} has no signing key recorded for "
+                f"node {node_id!r}"
+            ) from None
 
 
 def _wall_ms() -> int:
@@ -113,6 +126,13 @@ class SecureRounds:
 
     def find(self, run_id: str, round_no: int, node_id: str) -> tuple[int, SecureBucket]:
         """The node's index and bucket in a running session; FailedPrecondition if none runs."""
+        return self._running(run_id, round_no).member(node_id)
+
+    def signing_key(self, run_id: str, round_no: int, node_id: str) -> bytes:
+        """The registered key of a node of a running session (to check what it signs)."""
+        return self._running(run_id, round_no).signing_key(node_id)
+
+    def _running(self, run_id: str, round_no: int) -> SecureRound:
         secure_round = self._active.get((run_id, round_no))
         if secure_round is None:
             raise FailedPrecondition(
@@ -120,7 +140,7 @@ class SecureRounds:
                 "this aggregator: join the round first (JoinSecureRound); a session lost in a "
                 "restart cannot continue"
             )
-        return secure_round.member(node_id)
+        return secure_round
 
     def note_input(self, run_id: str, round_no: int, node_id: str, facts: InputFacts) -> None:
         """Keep a node's declared sample count and loss for its receipt."""
@@ -153,6 +173,14 @@ class SecureRounds:
             )
             await self._record_abort(run_id, round_no, reason)
             raise FailedPrecondition(f"round {round_no} of run {run_id}: {reason}")
+        signing_keys = _signing_keys(record.fields.get(SIGNING_KEYS_FIELD))
+        if signing_keys is None:
+            reason = (
+                f"the round record has no valid {SIGNING_KEYS_FIELD} field, so key advertisements "
+                "cannot be verified"
+            )
+            await self._record_abort(run_id, round_no, reason)
+            raise FailedPrecondition(f"round {round_no} of run {run_id}: {reason}")
         base = ModelRef.from_round_field(record.fields.get("base_model"), run_id, round_no)
         manifest = await self._manifests.manifest(base)
         try:
@@ -168,7 +196,7 @@ class SecureRounds:
             reason = f"the secure aggregation settings do not fit this round: {error}"
             await self._record_abort(run_id, round_no, reason)
             raise FailedPrecondition(f"round {round_no} of run {run_id}: {reason}") from error
-        secure_round = SecureRound(run_id, round_no, plan)
+        secure_round = SecureRound(run_id, round_no, plan, signing_keys)
         remaining_s = max(0.0, (record.deadline_unix_ms - self._clock_ms()) / 1000)
         timeout_s = plan.spec.stage_timeout_s
         for bucket, config in enumerate(plan.configs):
@@ -284,3 +312,12 @@ class SecureRounds:
         # If the round closed meanwhile, nothing is waiting for the reason.
         with contextlib.suppress(FailedPrecondition, NotFound):
             await self._rounds.note_once(run_id, round_no, ABORT_FIELD, reason)
+
+
+def _signing_keys(raw: str | None) -> dict[str, bytes] | None:
+    """The participants' keys from the round field (JSON node → hex), None if absent or bad."""
+    try:
+        parsed = json.loads(raw or "null")
+        return {str(node): bytes.fromhex(key) for node, key in parsed.items()}
+    except (AttributeError, TypeError, ValueError):
+        return None

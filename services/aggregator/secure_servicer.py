@@ -1,8 +1,10 @@
 """The SecAgg+ stage RPCs of the aggregator: check the caller, convert, hand to its bucket.
 
 Every call names its node by id; with mTLS the caller must be exactly that
-node's SPIFFE ID, so no node can speak in another's name. Each stage call
-returns when the stage closes for the node's bucket.
+node's SPIFFE ID, so no node can speak in another's name. A key advertisement
+must also carry the node's Ed25519 signature by its registered key; it is
+checked here and passed on to the neighbours, who check it again. Each stage
+call returns when the stage closes for the node's bucket.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class SecureAggregationEdge:
             max_summands=plan.codec.max_summands,
             noise_stddev=plan.noise_share_stddev(bucket),
             stage_timeout_s=plan.spec.stage_timeout_s,
+            participants=list(plan.participants),
         )
 
     async def advertise_keys(
@@ -68,8 +71,15 @@ class SecureAggregationEdge:
     ) -> pb.AdvertiseKeysResponse:
         """Stage 0: the node's public keys in; its neighbours' keys out."""
         index, bucket = self._member(request.ref, context)
+        ref = request.ref
         neighbours = await bucket.advertise_keys(
-            KeyAdvertisement(index, request.encryption_public_key, request.masking_public_key)
+            KeyAdvertisement(
+                index,
+                request.encryption_public_key,
+                request.masking_public_key,
+                request.signature,
+            ),
+            self._rounds.signing_key(ref.run_id, int(ref.round), ref.node_id),
         )
         return pb.AdvertiseKeysResponse(
             neighbours=[
@@ -77,6 +87,7 @@ class SecureAggregationEdge:
                     node=advert.node,
                     encryption_public_key=advert.encryption_public_key,
                     masking_public_key=advert.masking_public_key,
+                    signature=advert.signature,
                 )
                 for advert in neighbours.advertisements
             ]

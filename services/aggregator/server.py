@@ -19,6 +19,7 @@ from fedmesh.services.aggregator.base_model import BaseManifests
 from fedmesh.services.aggregator.central_privacy import CentralPrivacy
 from fedmesh.services.aggregator.gaussian_privacy import GaussianCentralPrivacy
 from fedmesh.services.aggregator.metrics import AggregatorMetrics
+from fedmesh.services.aggregator.nonces import UsedNonces
 from fedmesh.services.aggregator.reconcile import reconcile
 from fedmesh.services.aggregator.registry_link import RegistryModels
 from fedmesh.services.aggregator.results import RoundResults
@@ -72,7 +73,9 @@ async def build(
     metrics = metrics if metrics is not None else AggregatorMetrics()
     tls_required = settings.common.tls is not None
     servicer = AggregatorServicer(
-        intake=UpdateIntake(rounds, spool, manifests, metrics, settings.max_update_bytes),
+        intake=UpdateIntake(
+            rounds, spool, manifests, metrics, settings.max_update_bytes, UsedNonces(redis)
+        ),
         aggregator=RoundAggregator(
             redis=redis,
             rounds=rounds,

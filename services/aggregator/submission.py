@@ -1,8 +1,15 @@
 """Accepting one node's update: check, stream, verify, spool durably, then record the receipt.
 
-A rejected update leaves nothing behind: no spool file, no receipt. The same
-update again (same digest) is acknowledged as a duplicate without re-reading
-it; a different one for the same round and node is refused.
+Before any byte of the payload is read, the header's Ed25519 signature must
+verify with the key the coordinator recorded for the node in the round, and
+its nonce must not have signed another update of the node in this run. The
+nonce is bound to the update just before the receipt is written.
+
+A rejected update leaves nothing behind: no spool file, no receipt, no bound
+nonce (except when the round closes between binding the nonce and writing the
+receipt; the nonce then stays bound to that update, which refuses only other
+updates that reuse it). The same update again (same digest) is acknowledged as a duplicate without
+re-reading it; a different one for the same round and node is refused.
 """
 
 from __future__ import annotations
@@ -17,13 +24,16 @@ from fedmesh.errors import AlreadyExists, FailedPrecondition, FedmeshError
 from fedmesh.services.aggregator.base_model import BaseManifests
 from fedmesh.services.aggregator.locks import KeyedLocks
 from fedmesh.services.aggregator.metrics import AggregatorMetrics
+from fedmesh.services.aggregator.nonces import UsedNonces, binding
 from fedmesh.services.aggregator.spool import SpoolKey, SpoolWriter, UpdateSpool
 from fedmesh.services.aggregator.update import Chunk, ModelRef, UpdateHeader
 from fedmesh.services.aggregator.validation import (
     InvalidUpdate,
     PayloadChecker,
+    UnverifiedUpdate,
     check_header,
     check_manifest,
+    check_signature,
     payload_size,
 )
 from fedmesh.store import Receipt, ReceiptOutcome, RoundStore
@@ -40,7 +50,7 @@ class SubmitOutcome:
 
 def rejection_reason(exc: BaseException) -> str:
     """The metric label of a refused update: the specific reason, else the status name."""
-    if isinstance(exc, InvalidUpdate):
+    if isinstance(exc, InvalidUpdate | UnverifiedUpdate):
         return exc.reason
     if isinstance(exc, FedmeshError):
         return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
@@ -61,9 +71,11 @@ class UpdateIntake:
         manifests: BaseManifests,
         metrics: AggregatorMetrics,
         max_update_bytes: int,
+        nonces: UsedNonces,
         clock_ms: Callable[[], int] = _now_ms,
     ) -> None:
         self._rounds = rounds
+        self._nonces = nonces
         self._spool = spool
         self._manifests = manifests
         self._metrics = metrics
@@ -103,6 +115,8 @@ class UpdateIntake:
         run_id, round_no, node_id = header.run_id, header.round_no, header.node_id
         stored = await self._rounds.check_can_submit(run_id, round_no, node_id)
         record = await self._rounds.get(run_id, round_no)
+        check_signature(header, record.fields)
+        await self._check_nonce(header)
         base = ModelRef.from_round_field(record.fields.get("base_model"), run_id, round_no)
         if header.base_model != base:
             raise FailedPrecondition(
@@ -161,6 +175,12 @@ class UpdateIntake:
                     pending.exception()
         checker.finish()
 
+    async def _check_nonce(self, header: UpdateHeader) -> None:
+        """Refuse a nonce the node already used for another update of the run."""
+        held = await self._nonces.bound_to(header.run_id, header.node_id, header.nonce)
+        if held is not None and held != binding(header.round_no, header.digest):
+            raise _replayed(header, held)
+
     async def _commit(self, header: UpdateHeader, writer: SpoolWriter) -> SubmitOutcome:
         key = SpoolKey(header.run_id, header.round_no, header.node_id, header.digest)
         receipt = Receipt(
@@ -172,6 +192,12 @@ class UpdateIntake:
             received_unix_ms=self._clock_ms(),
         )
         async with self._locks.hold((header.run_id, header.round_no, header.node_id)):
+            # Bound before the receipt: a retry of this update still passes, nothing else does.
+            bound = binding(header.round_no, header.digest)
+            held = await self._nonces.claim(header.run_id, header.node_id, header.nonce, bound)
+            if held != bound:
+                await asyncio.to_thread(writer.discard)
+                raise _replayed(header, held)
             try:
                 created = await self._spool.commit(writer, key)
             except BaseException:
@@ -189,6 +215,15 @@ class UpdateIntake:
         if outcome is ReceiptOutcome.ACCEPTED:
             self._metrics.accepted()
         return SubmitOutcome(header.digest, writer.written, outcome is ReceiptOutcome.DUPLICATE)
+
+
+def _replayed(header: UpdateHeader, held: str) -> UnverifiedUpdate:
+    round_no, _, digest = held.partition(":")
+    return UnverifiedUpdate(
+        "replayed_nonce",
+        f"header.nonce was already used by node {header.node_id!r} in run {header.run_id} for "
+        f"update {digest} of round {round_no}; every update needs a fresh nonce",
+    )
 
 
 async def _absorb(checker: PayloadChecker, writer: SpoolWriter, chunk: Chunk) -> None:

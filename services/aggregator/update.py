@@ -49,3 +49,5 @@ class UpdateHeader:
     payload_bytes: int
     base_model: ModelRef
     local_loss: float
+    nonce: bytes
+    signature: bytes

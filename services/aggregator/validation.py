@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 import math
 import re
+from collections.abc import Mapping
 
 import numpy as np
 
-from fedmesh.errors import InvalidArgument, ResourceExhausted
+from fedmesh.client.signing import (
+    MAX_NONCE_BYTES,
+    NONCE_BYTES,
+    SIGNATURE_BYTES,
+    verify_update,
+)
+from fedmesh.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unauthenticated
 from fedmesh.services.aggregator.update import Chunk, UpdateHeader
 from fedmesh.tensors import Manifest, TensorSpec, encode_header, header_length, parse_header
 
@@ -29,6 +37,18 @@ class InvalidUpdate(InvalidArgument):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class UnverifiedUpdate(Unauthenticated):
+    """An update not proven to come, fresh, from its node; ``reason`` labels the metric."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+SIGNING_KEYS_FIELD = "signing_keys"
+"""The round-record field where the coordinator put the participants' keys (node → hex)."""
 
 
 def payload_size(manifest: Manifest) -> int:
@@ -77,6 +97,61 @@ def check_header(header: UpdateHeader, max_update_bytes: int) -> None:
         raise ResourceExhausted(
             f"update of {header.payload_bytes} bytes exceeds the aggregator's limit of "
             f"{max_update_bytes} bytes (FEDMESH_AGGREGATOR_MAX_UPDATE_BYTES)"
+        )
+    if not header.signature:
+        raise UnverifiedUpdate(
+            "unsigned",
+            f"header.signature is empty; node {header.node_id!r} must sign its update with the "
+            "Ed25519 key it registered with the coordinator",
+        )
+    if len(header.signature) != SIGNATURE_BYTES:
+        raise InvalidUpdate(
+            "malformed_header",
+            f"header.signature has {len(header.signature)} bytes; expected a "
+            f"{SIGNATURE_BYTES}-byte Ed25519 signature",
+        )
+    if not NONCE_BYTES <= len(header.nonce) <= MAX_NONCE_BYTES:
+        raise InvalidUpdate(
+            "malformed_header",
+            f"header.nonce has {len(header.nonce)} bytes; expected {NONCE_BYTES}–"
+            f"{MAX_NONCE_BYTES} random bytes, fresh for every update",
+        )
+
+
+def check_signature(header: UpdateHeader, round_fields: Mapping[str, str]) -> None:
+    """Refuse an update whose signature is not by the key its node registered.
+
+    The key comes from the round record, where the coordinator wrote it when it
+    opened the round; a round without keys cannot accept updates.
+    """
+    where = f"round {header.round_no} of run {header.run_id}"
+    try:
+        keys = json.loads(round_fields[SIGNING_KEYS_FIELD])
+        public_key = bytes.fromhex(keys[header.node_id])
+    except KeyError:
+        raise FailedPrecondition(
+            f"{where} has no signing key recorded for node {header.node_id!r} (round field "
+            f"{SIGNING_KEYS_FIELD}); the coordinator writes the participants' keys when it opens "
+            "a round, so its updates cannot be verified"
+        ) from None
+    except (TypeError, ValueError):
+        raise FailedPrecondition(
+            f"{where} has a malformed {SIGNING_KEYS_FIELD} field; expected JSON node id → hex key"
+        ) from None
+    if not verify_update(
+        public_key,
+        header.signature,
+        header.run_id,
+        header.round_no,
+        header.node_id,
+        header.nonce,
+        header.digest,
+    ):
+        raise UnverifiedUpdate(
+            "bad_signature",
+            f"header.signature does not verify with the Ed25519 key node {header.node_id!r} "
+            f"registered (over run, round, node, nonce and digest {header.digest}); refusing "
+            "the update",
         )
 
 

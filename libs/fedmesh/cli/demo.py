@@ -21,6 +21,7 @@ from fedmesh.client.alerting import Alert, AlertingClient, AlertState
 from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.local_data import LocalData, simulated_clients
 from fedmesh.client.registry import RegistryClient
+from fedmesh.client.signing import NodeSigner
 from fedmesh.client.transfers import ModelTransfers
 from fedmesh.client.watch import AnomalyWatch
 from fedmesh.errors import FedmeshError
@@ -79,6 +80,7 @@ class NodeFleet:
         self._closers: list[ModelTransfers] = []
         self._channels: list[grpc.aio.Channel] = []
         self.watches: list[AnomalyWatch] = []
+        self.signers: dict[str, NodeSigner] = {}
 
     async def start(self) -> None:
         """Start one agent per client, each scoring its telemetry with the production model."""
@@ -93,11 +95,15 @@ class NodeFleet:
             watch = AnomalyWatch(
                 data, registry_client, AlertingClient(alerting), MODEL_NAME, self._watch_interval_s
             )
+            node_id = f"node-{index}"
+            # A simulated node lives as long as the demo: a fresh key each time is enough.
+            self.signers[node_id] = NodeSigner.generate()
             agent = NodeAgent(
-                f"node-{index}",
+                node_id,
                 data,
                 CoordinatorClient(coordinator),
                 transfers,
+                self.signers[node_id],
                 seed=self._seed + index,
                 watch=watch,
             )

@@ -19,6 +19,7 @@ from opentelemetry import trace
 from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.learner import LocalLearner
 from fedmesh.client.local_data import LocalData
+from fedmesh.client.signing import NodeSigner
 from fedmesh.client.transfers import ModelTransfers
 from fedmesh.client.watch import AnomalyWatch
 from fedmesh.errors import FedmeshError
@@ -57,11 +58,14 @@ class NodeAgent:
         data: LocalData,
         coordinator: CoordinatorClient,
         transfers: ModelTransfers,
+        signer: NodeSigner,
         seed: int,
         on_outcome: Callable[[TaskOutcome], None] | None = None,
         watch: AnomalyWatch | None = None,
     ) -> None:
+        """``signer`` holds the node's Ed25519 key: it registers its public half, signs with it."""
         self.node_id = node_id
+        self._signer = signer
         self._data = data
         self._coordinator = coordinator
         self._transfers = transfers
@@ -91,7 +95,11 @@ class NodeAgent:
         while True:
             try:
                 response = await self._coordinator.register(
-                    self.node_id, self._data.samples, self._data.region, {"detector": "graphsage"}
+                    self.node_id,
+                    self._data.samples,
+                    self._data.region,
+                    {"detector": "graphsage"},
+                    self._signer.public_key,
                 )
                 self._heartbeat_s = response.heartbeat_interval_s or self._heartbeat_s
                 return
@@ -190,7 +198,7 @@ class NodeAgent:
         secure = None
         if task.secure_aggregation.enabled:
             # Keys first: the key stages need no update and close while nodes start training.
-            secure = await self._transfers.open_secure_round(self.node_id, task)
+            secure = await self._transfers.open_secure_round(self.node_id, task, self._signer)
         clip = task.privacy.clip_norm if task.privacy.enabled else None
         update = await asyncio.to_thread(
             self._learner.train,
@@ -204,7 +212,7 @@ class NodeAgent:
             contribution = await secure.contribute(update, task.trace_context.carrier)
             outcome = self._outcome(task, update.mean_loss, metrics.macro_f1, None)
             return replace(outcome, secure_bucket=contribution.bucket)
-        digest = await self._transfers.upload(self.node_id, task, update)
+        digest = await self._transfers.upload(self.node_id, task, update, self._signer)
         return self._outcome(task, update.mean_loss, metrics.macro_f1, digest)
 
     def _outcome(

@@ -28,6 +28,7 @@ import torch
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
+from fedmesh.client.signing import NodeSigner
 from fedmesh.proto.aggregator.v1 import aggregator_pb2 as pb
 from fedmesh.proto.aggregator.v1 import aggregator_pb2_grpc as pb_grpc
 from fedmesh.proto.common.v1 import common_pb2 as common
@@ -105,6 +106,7 @@ class AggregatorClient:
         base_model: common.ModelRef,
         local_loss: float,
         chunks: ChunkSource,
+        signer: NodeSigner | None = None,
         nonce: bytes = b"",
         signature: bytes = b"",
         trace_context: Mapping[str, str] | None = None,
@@ -112,8 +114,16 @@ class AggregatorClient:
     ) -> pb.SubmitUpdateResponse:
         """Stream an update (canonical payload of the delta) and return the aggregator's answer.
 
-        ``deadline_s`` bounds each attempt; None uses the channel's default deadline.
+        With ``signer`` the header gets a fresh nonce and the node's signature over
+        it (and ``nonce`` and ``signature`` must be left empty); every retry sends the
+        same ones, so the aggregator sees the same update again. ``deadline_s``
+        bounds each attempt; None uses the channel's default deadline.
         """
+        if signer is not None:
+            if nonce or signature:
+                raise ValueError("pass either a signer or a nonce and signature, not both")
+            signed = signer.sign_update(run_id, round_no, node_id, digest)
+            nonce, signature = signed.nonce, signed.signature
         with _tracer.start_as_current_span(
             _SUBMIT_SPAN,
             kind=trace.SpanKind.CLIENT,
@@ -181,12 +191,16 @@ class AggregatorClient:
         num_samples: int,
         local_loss: float,
         chunk_bytes: int = CHUNK_BYTES,
+        signer: NodeSigner | None = None,
         nonce: bytes = b"",
         signature: bytes = b"",
         trace_context: Mapping[str, str] | None = None,
         deadline_s: float | None = None,
     ) -> pb.SubmitUpdateResponse:
-        """Upload a delta given as tensors: manifest, digest and size are computed here."""
+        """Upload a delta given as tensors: manifest, digest and size are computed here.
+
+        ``signer``, ``nonce`` and ``signature`` are as for `submit_update`.
+        """
         manifest = manifest_of(tensors)
         return await self.submit_update(
             run_id=run_id,
@@ -199,6 +213,7 @@ class AggregatorClient:
             base_model=base_model,
             local_loss=local_loss,
             chunks=lambda: iter_payload(tensors, chunk_bytes),
+            signer=signer,
             nonce=nonce,
             signature=signature,
             trace_context=trace_context,

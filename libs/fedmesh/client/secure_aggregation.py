@@ -64,13 +64,14 @@ class SecureAggregationClient:
                 ref=ref.to_proto(),
                 encryption_public_key=advert.encryption_public_key,
                 masking_public_key=advert.masking_public_key,
+                signature=advert.signature,
             ),
             timeout=deadline_s,
         )
         return NeighbourKeys(
             recipient=advert.node,
             advertisements=tuple(
-                KeyAdvertisement(k.node, k.encryption_public_key, k.masking_public_key)
+                KeyAdvertisement(k.node, k.encryption_public_key, k.masking_public_key, k.signature)
                 for k in response.neighbours
             ),
         )

@@ -196,7 +196,5 @@ def _load(path: Path) -> NodeSigner:
             f"signing key {path} is not an unencrypted PEM private key ({exc})"
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise SigningKeyError(
-            f"signing key {path} holds a {type(key).__name__}; expected an Ed25519 key"
-        )
+        raise SigningKeyError(f"signing key {path} is not an Ed25519 key")
     return NodeSigner(key)

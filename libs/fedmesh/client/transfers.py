@@ -11,6 +11,7 @@ from fedmesh.client.learner import LocalUpdate
 from fedmesh.client.registry import RegistryClient
 from fedmesh.client.secure_aggregation import SecureAggregationClient, SecureRoundRef
 from fedmesh.client.secure_round import SecureRoundSession
+from fedmesh.client.signing import NodeSigner
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.rpc import open_channel
@@ -36,8 +37,10 @@ class ModelTransfers:
         payload = await self._registry.download(model.name, version=model.version)
         return payload
 
-    async def upload(self, node_id: str, task: pb.Task, update: LocalUpdate) -> str:
-        """Stream the delta to the task's aggregator; returns its digest."""
+    async def upload(
+        self, node_id: str, task: pb.Task, update: LocalUpdate, signer: NodeSigner
+    ) -> str:
+        """Stream the signed delta to the task's aggregator; returns its digest."""
         client = self._aggregator(task.aggregator_address)
         response = await client.submit_tensors(
             run_id=task.run_id,
@@ -47,10 +50,13 @@ class ModelTransfers:
             tensors=update.delta,
             num_samples=update.samples,
             local_loss=update.mean_loss,
+            signer=signer,
         )
         return str(response.digest)
 
-    async def open_secure_round(self, node_id: str, task: pb.Task) -> SecureRoundSession:
+    async def open_secure_round(
+        self, node_id: str, task: pb.Task, signer: NodeSigner
+    ) -> SecureRoundSession:
         """Join the task's secure round at its aggregator and exchange keys (before training)."""
         self._aggregator(task.aggregator_address)
         channel = self._aggregators[task.aggregator_address][0]
@@ -58,6 +64,8 @@ class ModelTransfers:
             SecureAggregationClient(channel),
             SecureRoundRef(task.run_id, task.round, node_id),
             task.deadline_unix_ms,
+            signer,
+            dict(task.peer_signing_keys),
         )
 
     def _aggregator(self, address: str) -> AggregatorClient:

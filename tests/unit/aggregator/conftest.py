@@ -11,9 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 import torch
 
+from fedmesh.client.signing import NodeSigner
 from fedmesh.errors import NotFound
 from fedmesh.services.aggregator.base_model import BaseManifests, PublishedModel
 from fedmesh.services.aggregator.metrics import AggregatorMetrics
+from fedmesh.services.aggregator.nonces import UsedNonces
 from fedmesh.services.aggregator.spool import UpdateSpool
 from fedmesh.services.aggregator.submission import UpdateIntake
 from fedmesh.services.aggregator.update import ModelRef, UpdateHeader
@@ -23,6 +25,13 @@ from fedmesh.tensors import digest_tensors, encode, manifest_of
 RUN = "run-1"
 ROUND = 3
 PARTICIPANTS = ("n1", "n2", "n3")
+SIGNERS = {node: NodeSigner.generate() for node in (*PARTICIPANTS, "intruder")}
+"""Each node's signing key; the round records those of the participants."""
+
+
+def signing_keys_field(nodes: tuple[str, ...] = PARTICIPANTS) -> str:
+    """The round-record field the coordinator writes: node id → hex public key."""
+    return json.dumps({node: SIGNERS[node].public_key.hex() for node in nodes})
 
 
 class Catalog:
@@ -70,7 +79,11 @@ def delta(base_model: dict[str, torch.Tensor]) -> Callable[[int], dict[str, torc
 
 @pytest.fixture
 def header_for(base_ref: ModelRef) -> Callable[..., UpdateHeader]:
-    """(tensors, node="n1", **field changes) → the header a node would send."""
+    """(tensors, node="n1", **field changes) → the header a node would send, signed.
+
+    The node's signature covers the fields after the changes, unless ``nonce`` or
+    ``signature`` is among them.
+    """
 
     def make(tensors: dict[str, torch.Tensor], node: str = "n1", **changes: Any) -> UpdateHeader:
         fields: dict[str, Any] = {
@@ -85,6 +98,15 @@ def header_for(base_ref: ModelRef) -> Callable[..., UpdateHeader]:
             "local_loss": 0.25,
         }
         fields.update(changes)
+        if fields["round_no"] >= 0:
+            signed = SIGNERS[node].sign_update(
+                fields["run_id"], fields["round_no"], node, fields["digest"]
+            )
+            fields.setdefault("nonce", signed.nonce)
+            fields.setdefault("signature", signed.signature)
+        else:  # no round to sign: refused before any signature is checked
+            fields.setdefault("nonce", bytes(16))
+            fields.setdefault("signature", bytes(64))
         return UpdateHeader(**fields)
 
     return make
@@ -115,7 +137,7 @@ async def rounds(redis_client: aioredis.Redis, base_ref: ModelRef) -> RoundStore
         PARTICIPANTS,
         deadline_unix_ms=10**13,
         opened_unix_ms=1,
-        fields={"base_model": json.dumps(base_ref.__dict__)},
+        fields={"base_model": json.dumps(base_ref.__dict__), "signing_keys": signing_keys_field()},
     )
     await store.transition(RUN, ROUND, Phase.PENDING, Phase.COLLECTING)
     return store
@@ -133,6 +155,17 @@ def metrics() -> AggregatorMetrics:
 
 @pytest.fixture
 def intake(
-    rounds: RoundStore, spool: UpdateSpool, catalog: Catalog, metrics: AggregatorMetrics
+    rounds: RoundStore,
+    spool: UpdateSpool,
+    catalog: Catalog,
+    metrics: AggregatorMetrics,
+    redis_client: aioredis.Redis,
 ) -> UpdateIntake:
-    return UpdateIntake(rounds, spool, BaseManifests(catalog), metrics, max_update_bytes=1 << 20)
+    return UpdateIntake(
+        rounds,
+        spool,
+        BaseManifests(catalog),
+        metrics,
+        max_update_bytes=1 << 20,
+        nonces=UsedNonces(redis_client),
+    )

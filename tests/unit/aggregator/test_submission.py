@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import torch
 
 from fedmesh.errors import (
@@ -20,6 +21,7 @@ from fedmesh.errors import (
 )
 from fedmesh.services.aggregator.base_model import BaseManifests
 from fedmesh.services.aggregator.metrics import AggregatorMetrics
+from fedmesh.services.aggregator.nonces import UsedNonces
 from fedmesh.services.aggregator.spool import SpoolKey, UpdateSpool
 from fedmesh.services.aggregator.submission import UpdateIntake
 from fedmesh.services.aggregator.update import ModelRef, UpdateHeader
@@ -470,6 +472,7 @@ async def test_a_stream_cut_midway_leaves_nothing(
 
 
 async def test_the_base_manifest_is_fetched_once_per_version(
+    redis_client: aioredis.Redis,
     rounds: RoundStore,
     spool: UpdateSpool,
     catalog: Any,
@@ -478,7 +481,9 @@ async def test_the_base_manifest_is_fetched_once_per_version(
     header_for: HeaderFor,
     chunks_of: ChunksOf,
 ) -> None:
-    intake = UpdateIntake(rounds, spool, BaseManifests(catalog), metrics, max_update_bytes=1 << 20)
+    intake = UpdateIntake(
+        rounds, spool, BaseManifests(catalog), metrics, 1 << 20, UsedNonces(redis_client)
+    )
     updates = {node: delta(seed) for seed, node in enumerate(("n1", "n2", "n3"))}
 
     await asyncio.gather(
@@ -493,6 +498,7 @@ async def test_the_base_manifest_is_fetched_once_per_version(
 
 
 async def test_a_base_model_unknown_to_the_registry_is_reported_and_not_cached(
+    redis_client: aioredis.Redis,
     rounds: RoundStore,
     spool: UpdateSpool,
     catalog: Any,
@@ -504,7 +510,9 @@ async def test_a_base_model_unknown_to_the_registry_is_reported_and_not_cached(
     chunks_of: ChunksOf,
 ) -> None:
     published = catalog.published.pop((base_ref.name, base_ref.version))
-    intake = UpdateIntake(rounds, spool, BaseManifests(catalog), metrics, max_update_bytes=1 << 20)
+    intake = UpdateIntake(
+        rounds, spool, BaseManifests(catalog), metrics, 1 << 20, UsedNonces(redis_client)
+    )
     tensors = delta(1)
 
     with pytest.raises(NotFound, match=r"^model detector v4 does not exist$"):
@@ -517,6 +525,7 @@ async def test_a_base_model_unknown_to_the_registry_is_reported_and_not_cached(
 
 
 async def test_a_base_model_that_is_not_float32_is_failed_precondition(
+    redis_client: aioredis.Redis,
     rounds: RoundStore,
     spool: UpdateSpool,
     catalog: Any,
@@ -530,7 +539,9 @@ async def test_a_base_model_that_is_not_float32_is_failed_precondition(
     catalog.published[(base_ref.name, base_ref.version)] = replace(
         published, manifest=Manifest.of(specs)
     )
-    intake = UpdateIntake(rounds, spool, BaseManifests(catalog), metrics, max_update_bytes=1 << 20)
+    intake = UpdateIntake(
+        rounds, spool, BaseManifests(catalog), metrics, 1 << 20, UsedNonces(redis_client)
+    )
 
     message = await rejected(
         intake, rounds, spool, header_for(delta(1)), never_read(), FailedPrecondition

@@ -11,11 +11,17 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class KeyAdvertisement:
-    """Stage 0, node → server: the node's two X25519 public keys for this round."""
+    """Stage 0, node → server: the node's two X25519 public keys for this round.
+
+    ``signature`` is the node's Ed25519 signature over the keys, which the wiring
+    adds and checks (`fedmesh.client.signing`) so that a server cannot substitute
+    keys; the protocol itself passes it on untouched.
+    """
 
     node: int
     encryption_public_key: bytes
     masking_public_key: bytes
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
