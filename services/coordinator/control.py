@@ -44,7 +44,7 @@ class RunControl:
         if model is None:
             raise FailedPrecondition(
                 f"model {spec.model_name!r} has no version in the registry; publish an "
-                "initial version first (fedmesh models init)"
+                f"initial version first (fedmesh models init {spec.model_name})"
             )
         now = self._clock()
         eligible = sum(1 for n in await self._nodes.all() if n.eligible(now, self._stale_after_ms))

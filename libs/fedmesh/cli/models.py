@@ -104,6 +104,26 @@ def _versions_table(title: str, versions: list[pb.ModelVersion]) -> Table:
     return table
 
 
+@app.command()
+def init(
+    name: Name,
+    seed: int = typer.Option(0, help="Seed of the initial weights."),
+    registry: Registry = DEFAULT_REGISTRY,
+) -> None:
+    """Publish a freshly initialised GraphSAGE detector as the first version of NAME."""
+    import torch
+
+    from fedmesh.model import AnomalyDetector
+
+    torch.manual_seed(seed)
+    weights = AnomalyDetector().state_dict()
+    version = _call(registry, lambda c: c.publish_tensors(name, weights))
+    console.print(
+        f"Published {escape(name)} version {version.ref.version} "
+        f"(digest {version.ref.digest[:12]}); start a run on it with fedmesh run start"
+    )
+
+
 @app.command("list")
 def list_models(
     name: Annotated[str, typer.Argument(help="A model name to list its versions.")] = "",

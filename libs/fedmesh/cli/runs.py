@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedmesh.client.coordinator import CoordinatorClient
+from fedmesh.config import CommonSettings
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.rpc import open_channel
@@ -30,7 +31,7 @@ ADDRESS = typer.Option(
 
 def _call(address: str, action: Callable[[CoordinatorClient], Awaitable[T]]) -> T:
     async def run() -> T:
-        async with open_channel(address) as channel:
+        async with open_channel(address, tls=CommonSettings.from_env().tls) as channel:
             return await action(CoordinatorClient(channel))
 
     try:

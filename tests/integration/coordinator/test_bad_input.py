@@ -139,7 +139,7 @@ async def test_start_run_of_a_model_the_registry_lacks(
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error.details() == (
         "model 'no-such-model' has no version in the registry; publish an initial version "
-        "first (fedmesh models init)"
+        "first (fedmesh models init no-such-model)"
     )
 
 
