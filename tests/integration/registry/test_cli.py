@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 
 from fedmesh.cli import models
 from fedmesh.client.registry import Provenance
+from fedmesh.model import AnomalyDetector
 from fedmesh.proto.common.v1 import common_pb2
 from fedmesh.services.registry import keys
 from fedmesh.store.fencing import next_token
@@ -196,3 +197,15 @@ async def test_the_address_comes_from_the_environment(
 
     assert result.exit_code == 0, result.output
     assert "detector" in result.stdout
+
+
+async def test_init_publishes_a_seeded_detector_as_the_first_version(registry: Any) -> None:
+    out = await cli(registry, "init", "mesh-detector", "--seed", "3")
+
+    assert out.exit_code == 0, out.output
+    assert "Published mesh-detector version 1" in out.stdout
+    _, weights = await registry.client.download_tensors("mesh-detector", 1)
+    torch.manual_seed(3)
+    expected = AnomalyDetector().state_dict()
+    assert sorted(weights) == sorted(expected)
+    assert all(torch.equal(weights[name], tensor) for name, tensor in expected.items())
