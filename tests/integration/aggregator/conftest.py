@@ -17,6 +17,7 @@ import torch
 
 from fedmesh.client.aggregator import AggregatorClient
 from fedmesh.client.registry import RegistryClient
+from fedmesh.client.signing import NodeSigner
 from fedmesh.config import CommonSettings
 from fedmesh.proto.aggregator.v1 import aggregator_pb2_grpc as pb_grpc
 from fedmesh.proto.common.v1 import common_pb2 as common
@@ -32,6 +33,19 @@ from fedmesh.store.fencing import next_token
 
 RUN = "run-1"
 MODEL = "detector"
+_SIGNERS: dict[str, NodeSigner] = {}
+
+
+def signer_of(node_id: str) -> NodeSigner:
+    """The node's signing key, the same for the whole test session."""
+    if node_id not in _SIGNERS:
+        _SIGNERS[node_id] = NodeSigner.generate()
+    return _SIGNERS[node_id]
+
+
+def signing_keys(nodes: Sequence[str]) -> str:
+    """The round-record field the coordinator writes: node id → hex public key."""
+    return json.dumps({node: signer_of(node).public_key.hex() for node in nodes})
 
 
 def base_model() -> dict[str, torch.Tensor]:
@@ -65,12 +79,11 @@ class Aggregation:
         participants: Sequence[str] = ("n1", "n2", "n3"),
         base_ref: common.ModelRef | None = None,
     ) -> None:
-        """Create a round in COLLECTING, as the coordinator does."""
+        """Create a round in COLLECTING with its participants' keys, as the coordinator does."""
         ref = base_ref if base_ref is not None else self.base_ref
         base = {"name": ref.name, "version": ref.version, "digest": ref.digest}
-        await self.rounds.create(
-            RUN, round_no, participants, 10**13, 1, {"base_model": json.dumps(base)}
-        )
+        fields = {"base_model": json.dumps(base), "signing_keys": signing_keys(participants)}
+        await self.rounds.create(RUN, round_no, participants, 10**13, 1, fields)
         await self.rounds.transition(RUN, round_no, Phase.PENDING, Phase.COLLECTING)
 
     async def close_collection(self, round_no: int = 1) -> None:

@@ -15,6 +15,8 @@ from fedmesh.store import keys
 from fedmesh.store.fencing import current_token
 from fedmesh.tensors import digest_tensors
 
+from .conftest import signer_of
+
 RUN = "run-1"
 MODEL = "detector"
 FEDAVG = common.AggregationSpec(rule=common.AGGREGATION_RULE_FEDAVG)
@@ -32,6 +34,7 @@ async def upload(
         num_samples=samples,
         local_loss=loss,
         chunk_bytes=200,
+        signer=signer_of(node),
     )
     return str(response.digest)
 

@@ -13,6 +13,8 @@ from fedmesh.services.aggregator.gaussian_privacy import GaussianCentralPrivacy
 from fedmesh.store.fencing import current_token
 from fedmesh.tensors import flatten, manifest_of
 
+from .conftest import signer_of
+
 RUN, MODEL = "run-1", "detector"
 PRIVACY = common.PrivacySpec(
     enabled=True, clip_norm=1.0, noise_multiplier=0.5, delta=1e-5, sampling_rate=0.1
@@ -33,7 +35,7 @@ async def test_a_private_round_clips_weighs_equally_adds_noise_and_records_epsil
         for samples, (node, delta) in enumerate(deltas.items(), start=1):
             await aggregation.client.submit_tensors(
                 run_id=RUN, round_no=1, node_id=node, base_model=aggregation.base_ref,
-                tensors=delta, num_samples=samples * 100, local_loss=0.5,
+                tensors=delta, num_samples=samples * 100, local_loss=0.5, signer=signer_of(node),
             )  # fmt: skip
         await aggregation.close_collection()
 

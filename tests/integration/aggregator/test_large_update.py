@@ -12,6 +12,8 @@ from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.store.fencing import current_token, next_token
 from fedmesh.tensors import Manifest, TensorSpec, digest_chunks, encode_header
 
+from .conftest import signer_of
+
 RUN = "run-1"
 GIB = 1 << 30
 CHUNK = 1 << 20
@@ -52,6 +54,7 @@ async def test_a_one_gib_update_is_accepted_and_aggregated(start_aggregator: Any
             base_model=base.ref,
             local_loss=0.1,
             chunks=lambda: payload(0.5),
+            signer=signer_of("n1"),
             deadline_s=600,
         )
         await aggregation.close_collection()

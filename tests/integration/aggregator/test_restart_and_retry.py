@@ -16,6 +16,8 @@ from fedmesh.store import connect
 from fedmesh.store.fencing import next_token
 from fedmesh.tensors import digest_tensors, encode, manifest_of
 
+from .conftest import signer_of
+
 RUN = "run-1"
 
 
@@ -29,6 +31,7 @@ async def upload(client: AggregatorClient, aggregation: Any, node: str, seed: in
         num_samples=8,
         local_loss=0.2,
         chunk_bytes=64,
+        signer=signer_of(node),
     )
 
 
@@ -123,6 +126,7 @@ async def test_an_upload_cut_midway_is_sent_again_and_accepted_once(aggregation:
             base_model=published.ref,
             local_loss=0.2,
             chunks=chunks,
+            signer=signer_of("n1"),
         )
 
     # The cut attempt's handler may still be winding down; it must leave nothing behind.

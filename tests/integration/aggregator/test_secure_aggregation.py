@@ -18,6 +18,8 @@ from numpy.typing import NDArray
 from fedmesh.client.learner import LocalUpdate
 from fedmesh.client.secure_aggregation import SecureAggregationClient, SecureRoundRef
 from fedmesh.client.secure_round import SecureRoundSession
+from fedmesh.client.signing import NodeSigner
+from fedmesh.errors import FailedPrecondition
 from fedmesh.privacy import SampledGaussianAccountant
 from fedmesh.privacy.secagg import FixedPointCodec
 from fedmesh.privacy.secagg.quantize import WORD
@@ -28,6 +30,8 @@ from fedmesh.services.aggregator.secure_sums import SecureSumStore
 from fedmesh.store import Phase
 from fedmesh.store.fencing import current_token
 from fedmesh.tensors import flatten, manifest_of
+
+from .conftest import signer_of, signing_keys
 
 RUN, MODEL = "run-1", "detector"
 CLIP_RANGE = 0.5
@@ -45,7 +49,11 @@ async def open_secure_round(
     base = {"name": ref.name, "version": ref.version, "digest": ref.digest}
     now = int(time.time() * 1000)
     deadline = now + int(collect_s * 1000)
-    fields = {"base_model": json.dumps(base), ROUND_FIELD: spec.to_json()}
+    fields = {
+        "base_model": json.dumps(base),
+        ROUND_FIELD: spec.to_json(),
+        "signing_keys": signing_keys(nodes),
+    }
     await aggregation.rounds.create(RUN, round_no, nodes, deadline, now, fields)
     await aggregation.rounds.transition(RUN, round_no, Phase.PENDING, Phase.COLLECTING)
     return deadline
@@ -63,6 +71,11 @@ def quantised(aggregation: Any, update: LocalUpdate, codec: FixedPointCodec) -> 
     return codec.quantize(flatten(update.delta, manifest_of(aggregation.base)).double())
 
 
+def peer_keys(nodes: Sequence[str]) -> dict[str, bytes]:
+    """What the coordinator puts in each participant's task: every participant's key."""
+    return {node: signer_of(node).public_key for node in nodes}
+
+
 async def open_sessions(
     aggregation: Any, nodes: Sequence[str], deadline: int, round_no: int = 1
 ) -> list[SecureRoundSession]:
@@ -70,7 +83,13 @@ async def open_sessions(
     return list(
         await asyncio.gather(
             *(
-                SecureRoundSession.open(client, SecureRoundRef(RUN, round_no, node), deadline)
+                SecureRoundSession.open(
+                    client,
+                    SecureRoundRef(RUN, round_no, node),
+                    deadline,
+                    signer_of(node),
+                    peer_keys(nodes),
+                )
                 for node in nodes
             )
         )
@@ -269,6 +288,41 @@ async def test_distributed_noise_gives_the_sum_sigma_and_the_version_its_epsilon
     assert meta.epsilon_spent == pytest.approx(epsilon)
 
 
+async def test_a_node_leaves_before_sharing_when_a_neighbours_key_is_not_the_coordinators(
+    aggregation: Any,
+) -> None:
+    nodes = node_ids(5)
+    spec = SecureRoundSpec(clip_range=CLIP_RANGE, stage_timeout_s=1.0)
+    deadline = await open_secure_round(aggregation, nodes, spec, collect_s=20.0)
+    client = SecureAggregationClient(aggregation.channel)
+    # node-00's task names another key for node-03 than node-03 signs with: to node-00 that is
+    # exactly what a substituted advertisement looks like.
+    misled = {**peer_keys(nodes), "node-03": NodeSigner.generate().public_key}
+
+    def open_one(node: str) -> Any:
+        keys = misled if node == "node-00" else peer_keys(nodes)
+        ref = SecureRoundRef(RUN, 1, node)
+        return SecureRoundSession.open(client, ref, deadline, signer_of(node), keys)
+
+    opened = await asyncio.gather(*(open_one(node) for node in nodes), return_exceptions=True)
+    refusal = opened[0]
+    sessions = [s for s in opened[1:] if isinstance(s, SecureRoundSession)]
+    assert isinstance(refusal, FailedPrecondition)
+    assert str(refusal) == (
+        "round 1 of run run-1: the key advertisement of neighbour node-03 (index 3) is not "
+        "signed by the key the coordinator holds for it; the aggregator may be substituting "
+        "keys, so node 'node-00' leaves the round before sharing any secret"
+    )
+    assert len(sessions) == 4
+    await asyncio.gather(
+        *(s.contribute(update_of(aggregation, i)) for i, s in enumerate(sessions, start=1))
+    )
+    await wait_for(lambda: _has_receipts(aggregation, 4))
+    stored = sums_store(aggregation).load(RUN, 1)
+    assert stored is not None
+    assert stored.contributors == tuple(nodes[1:])
+
+
 async def test_bad_stage_calls_get_exact_statuses_and_change_nothing(aggregation: Any) -> None:
     nodes = node_ids(3)
     await open_secure_round(aggregation, nodes, SecureRoundSpec(clip_range=CLIP_RANGE))
@@ -299,16 +353,44 @@ async def test_bad_stage_calls_get_exact_statuses_and_change_nothing(aggregation
     joined = await stub.JoinSecureRound(
         pb.JoinSecureRoundRequest(ref=pb.SecureRoundRef(run_id=RUN, round=1, node_id=nodes[0]))
     )
+    assert list(joined.participants) == sorted(nodes)
+    ref = pb.SecureRoundRef(run_id=RUN, round=1, node_id=nodes[0])
+    keys = (b"\x02" * 32, b"\x01" * 32)
+    context, index = joined.round_context, joined.node_index
+    code, text = await refused(
+        stub.AdvertiseKeys,
+        pb.AdvertiseKeysRequest(ref=ref, encryption_public_key=keys[0], masking_public_key=keys[1]),
+    )
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert text == (
+        f"bucket 0: the key advertisement of node {index} is not signed by the Ed25519 key its "
+        "node registered with the coordinator (signature is empty)"
+    )
     code, text = await refused(
         stub.AdvertiseKeys,
         pb.AdvertiseKeysRequest(
-            ref=pb.SecureRoundRef(run_id=RUN, round=1, node_id=nodes[0]),
+            ref=ref,
+            encryption_public_key=keys[0],
+            masking_public_key=keys[1],
+            signature=signer_of(nodes[1]).sign_advertisement(context, index, *keys),
+        ),
+    )
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert text == (
+        f"bucket 0: the key advertisement of node {index} is not signed by the Ed25519 key its "
+        "node registered with the coordinator"
+    )
+    code, text = await refused(
+        stub.AdvertiseKeys,
+        pb.AdvertiseKeysRequest(
+            ref=ref,
             encryption_public_key=b"short",
-            masking_public_key=b"\x01" * 32,
+            masking_public_key=keys[1],
+            signature=signer_of(nodes[0]).sign_advertisement(context, index, b"short", keys[1]),
         ),
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert f"node {joined.node_index}: public key is 5 bytes, expected 32" in text
+    assert f"node {index}: public key is 5 bytes, expected 32" in text
 
     plain = {"name": MODEL, "version": 1, "digest": aggregation.base_ref.digest}
     await aggregation.rounds.create(RUN, 3, nodes, 10**13, 1, {"base_model": json.dumps(plain)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -9,12 +10,17 @@ from typing import Any
 import grpc
 import pytest
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedmesh.client.aggregator import manifest_to_proto
+from fedmesh.client.signing import NodeSigner, update_message
 from fedmesh.proto.aggregator.v1 import aggregator_pb2 as pb
 from fedmesh.proto.common.v1 import common_pb2 as common
+from fedmesh.store import Phase
 from fedmesh.store.fencing import next_token
 from fedmesh.tensors import digest_tensors, encode, manifest_of
+
+from .conftest import signer_of
 
 RUN = "run-1"
 
@@ -39,7 +45,20 @@ def header_of(
             getattr(header, field).CopyFrom(value)
         else:
             setattr(header, field, value)
+    if "signature" not in changes and "nonce" not in changes:
+        signed = signer_of(node).sign_update(RUN, header.round, node, header.digest)
+        header.nonce, header.signature = signed.nonce, signed.signature
     return header
+
+
+def signed_by(key: Ed25519PrivateKey, header: pb.UpdateHeader, nonce: bytes) -> pb.UpdateHeader:
+    """The header with ``nonce``, signed by ``key``."""
+    signed = pb.UpdateHeader()
+    signed.CopyFrom(header)
+    signed.nonce = nonce
+    message = update_message(header.run_id, header.round, header.node_id, nonce, header.digest)
+    signed.signature = key.sign(message)
+    return signed
 
 
 async def stream(
@@ -77,6 +96,7 @@ async def test_an_update_is_accepted_and_a_retry_is_a_duplicate(aggregation: Any
         num_samples=20,
         local_loss=0.3,
         chunk_bytes=64,
+        signer=signer_of("n1"),
     )
     again = await aggregation.client.submit_tensors(
         run_id=RUN,
@@ -86,6 +106,7 @@ async def test_an_update_is_accepted_and_a_retry_is_a_duplicate(aggregation: Any
         tensors=delta,
         num_samples=20,
         local_loss=0.3,
+        signer=signer_of("n1"),
     )
 
     size = len(encode(delta))
@@ -178,6 +199,28 @@ CASES: list[tuple[str, Callable[[Any], AsyncIterator[pb.SubmitUpdateRequest]], A
         "float16, float32, float64, int16, int32, int64, int8, uint8",
     ),
     (
+        "unsigned",
+        lambda a: stream(header_of(a, a.delta(1), signature=b""), b""),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "header.signature is empty; node 'n1' must sign its update with the Ed25519 key it "
+        "registered with the coordinator",
+    ),
+    (
+        "signed by another key",
+        lambda a: stream(
+            signed_by(Ed25519PrivateKey.generate(), header_of(a, a.delta(1)), bytes(16)), b""
+        ),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "header.signature does not verify with the Ed25519 key node 'n1' registered (over run, "
+        "round, node, nonce and digest {delta_digest}); refusing the update",
+    ),
+    (
+        "malformed nonce",
+        lambda a: stream(header_of(a, a.delta(1), nonce=b"short", signature=bytes(64)), b""),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "header.nonce has 5 bytes; expected 16–64 random bytes, fresh for every update",
+    ),
+    (
         "empty stream",
         lambda a: stream(None, b""),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -211,6 +254,42 @@ async def test_each_bad_input_is_refused_with_its_status_and_nothing_is_stored(
     assert error.details() == message.format(
         digest=aggregation.base_ref.digest, delta_digest=digest_tensors(aggregation.delta(1))
     )
+    assert (await aggregation.client.status()).updates_rejected == 1
+
+
+async def test_a_nonce_reused_in_a_later_round_is_refused_and_its_retry_is_not(
+    aggregation: Any,
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    public = NodeSigner(key).public_key.hex()
+    base = aggregation.base_ref
+    fields = {
+        "base_model": json.dumps(
+            {"name": base.name, "version": base.version, "digest": base.digest}
+        ),
+        "signing_keys": json.dumps({"n1": public}),
+    }
+    for round_no in (1, 2):
+        await aggregation.rounds.create(RUN, round_no, ["n1"], 10**13, 1, fields)
+        await aggregation.rounds.transition(RUN, round_no, Phase.PENDING, Phase.COLLECTING)
+    nonce = bytes(range(16))
+    first, second = aggregation.delta(1), aggregation.delta(2)
+    earlier = signed_by(key, header_of(aggregation, first), nonce)
+    await aggregation.stub.SubmitUpdate(stream(earlier, encode(first)))
+    retried = await aggregation.stub.SubmitUpdate(stream(earlier, encode(first)))
+    replayed = signed_by(key, header_of(aggregation, second, round=2), nonce)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await aggregation.stub.SubmitUpdate(stream(replayed, encode(second)))
+
+    assert retried.duplicate is True
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.details() == (
+        f"header.nonce was already used by node 'n1' in run run-1 for update "
+        f"{digest_tensors(first)} of round 1; every update needs a fresh nonce"
+    )
+    assert dict((await aggregation.rounds.get(RUN, 2)).receipts) == {}
+    assert len([p for p in aggregation.spool_files() if p.suffix == ".update"]) == 1
     assert (await aggregation.client.status()).updates_rejected == 1
 
 
@@ -278,6 +357,7 @@ async def test_a_large_upload_refused_before_or_during_the_stream_gets_the_real_
                     tensors=tensors,
                     num_samples=1,
                     local_loss=0.1,
+                    signer=signer_of(node),
                 )
                 outcomes.append(f"OK duplicate={response.duplicate}")
             except grpc.aio.AioRpcError as exc:
