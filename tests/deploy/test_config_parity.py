@@ -24,6 +24,7 @@ DOCUMENTED = {
     "FEDMESH_TLS_CERT",
     "FEDMESH_TLS_KEY",
     "FEDMESH_TLS_CA",
+    "FEDMESH_TRUST_DOMAIN",
     "FEDMESH_REGISTRY_DATA_DIR",
     "FEDMESH_REGISTRY_BLOB_DIR",
     "FEDMESH_REGISTRY_SIGNING_KEY",
@@ -35,7 +36,7 @@ DOCUMENTED = {
 # Compose is the dev profile (DESIGN.md §5): plaintext, so it alone sets no TLS files; and
 # its registry generates the signing key on its data volume instead of reading a Secret.
 TLS = {"FEDMESH_TLS_CERT", "FEDMESH_TLS_KEY", "FEDMESH_TLS_CA"}
-HELM_ONLY = TLS | {"FEDMESH_REGISTRY_SIGNING_KEY"}
+HELM_ONLY = TLS | {"FEDMESH_TRUST_DOMAIN", "FEDMESH_REGISTRY_SIGNING_KEY"}
 
 
 def compose_names(compose: dict[str, Any]) -> dict[str, set[str]]:

@@ -21,20 +21,26 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fedmesh.errors import InvalidArgument
 from fedmesh.rpc.tls import TlsFiles
 
-TRUST_DOMAIN = "fedmesh.local"
+DEFAULT_TRUST_DOMAIN = "fedmesh.local"
+TRUST_DOMAIN_ENV = "FEDMESH_TRUST_DOMAIN"
 VALIDITY = datetime.timedelta(days=365)
 KINDS = ("service", "node", "admin")
 
 
-def spiffe_id(kind: str, name: str, trust_domain: str = TRUST_DOMAIN) -> str:
-    """The SPIFFE ID of a service, node or admin."""
+def trust_domain() -> str:
+    """The SPIFFE trust domain: ``FEDMESH_TRUST_DOMAIN``, else ``fedmesh.local``."""
+    return os.environ.get(TRUST_DOMAIN_ENV) or DEFAULT_TRUST_DOMAIN
+
+
+def spiffe_id(kind: str, name: str, domain: str | None = None) -> str:
+    """The SPIFFE ID of a service, node or admin in ``domain`` (default: `trust_domain()`)."""
     if kind not in KINDS:
         raise InvalidArgument(f"identity kind {kind!r}; expected one of {', '.join(KINDS)}")
     if not name or "/" in name or any(c.isspace() for c in name):
         raise InvalidArgument(
             f"identity name {name!r}; expected a non-empty name without / or spaces"
         )
-    return f"spiffe://{trust_domain}/{kind}/{name}"
+    return f"spiffe://{domain or trust_domain()}/{kind}/{name}"
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -168,6 +168,8 @@ The env every fedmesh container gets: peers, telemetry, logging, TLS files.
   value: {{ printf "%s/tls.key" .Values.tls.mountPath | quote }}
 - name: FEDMESH_TLS_CA
   value: {{ printf "%s/ca.crt" .Values.tls.mountPath | quote }}
+- name: FEDMESH_TRUST_DOMAIN
+  value: {{ .Values.tls.trustDomain | quote }}
 {{- end }}
 {{- end }}
 
