@@ -8,11 +8,13 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from fedmesh.client.signing import NodeSigner
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 
 from .conftest import MODEL, Replica, StartReplica, snapshot
 
+KEYS = {f"node-{index}": NodeSigner.generate().public_key for index in range(5)}
 RULES = (
     "fedavg, krum, multi_krum, median, trimmed_mean, bulyan, geometric_median, "
     "centered_clipping, norm_bounding"
@@ -54,8 +56,8 @@ async def refused(
 async def api(start_replica: StartReplica, published: int) -> AsyncIterator[Replica]:
     """A coordinator serving its API (no control loop: nothing else writes meanwhile)."""
     async with start_replica(loops=False) as replica:
-        for index in range(5):
-            await replica.client.register(f"node-{index}", 100, "north", {})
+        for node, key in KEYS.items():
+            await replica.client.register(node, 100, "north", {}, key)
         yield replica
 
 
@@ -176,12 +178,49 @@ async def test_task_stream_of_an_unknown_node(api: Replica, redis_client: aiored
 
 
 async def test_registration_with_a_bad_node_id(api: Replica, redis_client: aioredis.Redis) -> None:
-    error = await refused(redis_client, lambda: api.client.register("has space", 1, "r", {}))
+    key = NodeSigner.generate().public_key
+    error = await refused(redis_client, lambda: api.client.register("has space", 1, "r", {}, key))
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == (
         "node id 'has space' is invalid; expected 1–256 characters without spaces"
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        (b"", "it is 0 bytes; expected a raw 32-byte Ed25519 public key"),
+        (b"\x01" * 64, "it is 64 bytes; expected a raw 32-byte Ed25519 public key"),
+    ],
+    ids=["missing", "wrong size"],
+)
+async def test_registration_without_a_signing_key(
+    api: Replica, redis_client: aioredis.Redis, key: bytes, problem: str
+) -> None:
+    error = await refused(redis_client, lambda: api.client.register("node-9", 1, "r", {}, key))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == f"signing_public_key of node 'node-9' is refused: {problem}"
+
+
+async def test_registration_with_another_key_than_the_first(
+    api: Replica, redis_client: aioredis.Redis
+) -> None:
+    other = NodeSigner.generate().public_key
+
+    error = await refused(
+        redis_client, lambda: api.client.register("node-1", 100, "north", {}, other)
+    )
+    again = await api.client.register("node-1", 100, "north", {}, KEYS["node-1"])
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == (
+        f"node 'node-1' registered before with signing key {KEYS['node-1'].hex()[:16]}…, not "
+        f"{other.hex()[:16]}…; a node keeps its first key. If the node was re-keyed on purpose, "
+        "an operator must delete its record (redis: DEL fm:node:node-1) first"
+    )
+    assert again.node.node_id == "node-1"
 
 
 async def test_get_and_stop_of_an_unknown_run(api: Replica, redis_client: aioredis.Redis) -> None:

@@ -11,6 +11,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from fedmesh.client.signing import NodeSigner
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.store import connect, free_port, keys
@@ -51,7 +52,7 @@ def spec(collect_deadline_s: float = 30.0) -> pb.RunSpec:
 async def register(replica: Replica, count: int = 3) -> list[str]:
     nodes = [f"node-{i}" for i in range(count)]
     for node in nodes:
-        await replica.client.register(node, 100, "north", {})
+        await replica.client.register(node, 100, "north", {}, NodeSigner.generate().public_key)
     return nodes
 
 

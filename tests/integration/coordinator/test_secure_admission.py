@@ -11,6 +11,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from fedmesh.client.signing import NodeSigner
 from fedmesh.privacy import SampledGaussianAccountant
 from fedmesh.privacy.secagg.round_spec import ROUND_FIELD, SecureRoundSpec
 from fedmesh.proto.common.v1 import common_pb2 as common
@@ -53,7 +54,9 @@ async def api(start_replica: StartReplica, published: int) -> AsyncIterator[Repl
     """A coordinator serving its API (no control loop: nothing else writes meanwhile)."""
     async with start_replica(loops=False) as replica:
         for index in range(5):
-            await replica.client.register(f"node-{index}", 100, "north", {})
+            await replica.client.register(
+                f"node-{index}", 100, "north", {}, NodeSigner.generate().public_key
+            )
         yield replica
 
 
@@ -210,7 +213,7 @@ async def test_start_run_accepts_a_feasible_secure_run_and_keeps_its_settings(
         min_survivors=2,
         clip_range=3.5,
     )
-    await api.client.register("node-5", 100, "north", {})
+    await api.client.register("node-5", 100, "north", {}, NodeSigner.generate().public_key)
 
     started = await api.client.start_run(spec)
     shown = await api.stub.GetRun(pb.GetRunRequest(run_id=started.run_id))
@@ -226,7 +229,9 @@ async def test_a_private_secure_run_opens_poisson_rounds_and_shows_its_epsilon(
 ) -> None:
     async with start_replica() as replica:
         for index in range(8):
-            await replica.client.register(f"node-{index}", 100, "north", {})
+            await replica.client.register(
+                f"node-{index}", 100, "north", {}, NodeSigner.generate().public_key
+            )
         eligible = await NodeRegistry(redis_client).all()
         seed = next(s for s in range(100) if len(poisson_participants(eligible, 0.5, s, 1)) >= 3)
         spec = secure_spec(min_participants=3, target_participants=3, bucket_size=3)
