@@ -328,8 +328,8 @@ class Cell:
 
     @property
     def ratio(self) -> float:
-        """robust + secure over robust-only."""
-        return self.robust_secure / self.robust_only
+        """robust + secure over robust-only (NaN when robust-only scored 0)."""
+        return self.robust_secure / self.robust_only if self.robust_only else math.nan
 
 
 def mean(values: list[float]) -> float:

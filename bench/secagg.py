@@ -338,7 +338,8 @@ def write_markdown(report: dict[str, Any]) -> None:
         f"divides by {report['dp_clients']}; server lr {SERVER_LR:g}; q = 1, so no sampling "
         f"amplification; z calibrated for ε at δ = {DELTA:g} over the {report['rounds']} "
         "rounds. Non-private: the same training without clipping or noise. Decision threshold "
-        "chosen on the pooled validation window, macro-F1 and PR-AUC on the test window; "
+        "chosen on the pooled validation window (that choice reads the clients' data and is "
+        "not covered by ε), macro-F1 and PR-AUC on the test window; "
         f"seeds 0–{report['seeds'] - 1} (mean ± std), the same mesh, initial weights and local "
         "training per seed in every row; cost = non-private − DP macro-F1, per seed.",
         "",

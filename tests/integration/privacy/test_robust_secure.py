@@ -87,7 +87,7 @@ def test_a_wrong_plain_sum_is_told_apart() -> None:
     assert (log.buckets, log.exact, log.all_exact) == (2, 1, False)
 
 
-def test_the_training_loop_is_the_robustness_bench_s() -> None:
+def test_the_training_loop_reproduces_the_robustness_bench() -> None:
     data = robustness.split_non_iid(1)
     spec = robust_spec(Rule.CENTERED_CLIPPING)
 
