@@ -23,6 +23,7 @@ from fedmesh.client.alerting import Alert, AlertingClient, Severity
 from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.local_data import LocalData, simulated_clients
 from fedmesh.client.registry import RegistryClient
+from fedmesh.client.signing import verify_update
 from fedmesh.client.watch import AnomalyWatch, Scan
 from fedmesh.model import AnomalyDetector
 from fedmesh.proto.aggregator.v1 import aggregator_pb2 as agg_pb
@@ -33,6 +34,8 @@ from fedmesh.tensors import decode, manifest_of
 
 pytestmark = pytest.mark.timeout(400)
 RunResult = tuple[pb.GetRunResponse, int, list[int], list[LocalData]]
+SIGNING_KEYS: dict[str, bytes] = {}
+"""The public key of each node of the fleet, by node id (the run fills it in)."""
 
 
 class WireRecorder:
@@ -134,6 +137,7 @@ async def _run_two_rounds(stack: LocalStack) -> RunResult:
         initial = await _publish_initial_model(registry, seed=3)
         fleet = NodeFleet(stack, clients, seed=3, interceptors=RECORDER.interceptors())
         await fleet.start()
+        SIGNING_KEYS.update({node: s.public_key for node, s in fleet.signers.items()})
         try:
             deadline = time.monotonic() + 60
             while (
@@ -265,6 +269,14 @@ def test_only_model_tensors_and_metadata_leave_the_nodes(finished_run: RunResult
         if isinstance(m, agg_pb.SubmitUpdateRequest) and m.HasField("chunk")
     )
     assert len(headers) == 6, "3 nodes × 2 rounds, each update sent once"
+    assert len({h.nonce for h in headers}) == 6, "a fresh nonce for every update"
+    for h in headers:
+        key = SIGNING_KEYS[h.node_id]
+        assert verify_update(key, h.signature, h.run_id, h.round, h.node_id, h.nonce, h.digest)
+    registered = {
+        m.node_id: m.signing_public_key for _, m in sent if isinstance(m, pb.RegisterNodeRequest)
+    }
+    assert registered == SIGNING_KEYS
     offset = 0
     for header in headers:
         update = payload[offset : offset + header.payload_bytes]

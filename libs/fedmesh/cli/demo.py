@@ -21,7 +21,7 @@ from fedmesh.client.alerting import Alert, AlertingClient, AlertState
 from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.local_data import LocalData, simulated_clients
 from fedmesh.client.registry import RegistryClient
-from fedmesh.client.signing import NodeSigner
+from fedmesh.client.signing import NodeSigner, load_or_create_signing_key
 from fedmesh.client.transfers import ModelTransfers
 from fedmesh.client.watch import AnomalyWatch
 from fedmesh.errors import FedmeshError
@@ -96,8 +96,11 @@ class NodeFleet:
                 data, registry_client, AlertingClient(alerting), MODEL_NAME, self._watch_interval_s
             )
             node_id = f"node-{index}"
-            # A simulated node lives as long as the demo: a fresh key each time is enough.
-            self.signers[node_id] = NodeSigner.generate()
+            # Kept in the stack's directory like a real node's key file: the coordinator
+            # holds a node id to its first key, so a later fleet on this stack reuses it.
+            key_file = self._stack.workdir / "node-keys" / f"{node_id}.ed25519.pem"
+            key_file.parent.mkdir(mode=0o700, exist_ok=True)
+            self.signers[node_id] = await asyncio.to_thread(load_or_create_signing_key, key_file)
             agent = NodeAgent(
                 node_id,
                 data,
