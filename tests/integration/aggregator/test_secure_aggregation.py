@@ -403,6 +403,44 @@ async def test_bad_stage_calls_get_exact_statuses_and_change_nothing(aggregation
     assert (await aggregation.rounds.get(RUN, 1)).receipts == {}
 
 
+async def test_a_secure_round_without_its_participants_keys_is_refused(aggregation: Any) -> None:
+    nodes = node_ids(3)
+    spec = SecureRoundSpec(clip_range=CLIP_RANGE)
+    await open_secure_round(aggregation, nodes, spec, round_no=1)
+    await aggregation.redis.hset("fm:{run:run-1}:round:1", "signing_keys", signing_keys(nodes[:2]))
+    await open_secure_round(aggregation, nodes, spec, round_no=2)
+    await aggregation.redis.hdel("fm:{run:run-1}:round:2", "signing_keys")
+    ref = pb.SecureRoundRef(run_id=RUN, round=1, node_id=nodes[2])
+    joined = await aggregation.stub.JoinSecureRound(pb.JoinSecureRoundRequest(ref=ref))
+    keys = (b"\x02" * 32, b"\x01" * 32)
+    signature = signer_of(nodes[2]).sign_advertisement(
+        joined.round_context, joined.node_index, *keys
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as keyless:
+        await aggregation.stub.AdvertiseKeys(
+            pb.AdvertiseKeysRequest(
+                ref=ref, encryption_public_key=keys[0], masking_public_key=keys[1],
+                signature=signature,
+            )
+        )  # fmt: skip
+    with pytest.raises(grpc.aio.AioRpcError) as without:
+        await aggregation.stub.JoinSecureRound(
+            pb.JoinSecureRoundRequest(ref=pb.SecureRoundRef(run_id=RUN, round=2, node_id=nodes[0]))
+        )
+
+    assert keyless.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert keyless.value.details() == (
+        "round 1 of run run-1 has no signing key recorded for node 'node-02'"
+    )
+    assert without.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    reason = (
+        "the round record has no valid signing_keys field, so key advertisements cannot be verified"
+    )
+    assert without.value.details() == f"round 2 of run run-1: {reason}"
+    assert (await aggregation.rounds.get(RUN, 2)).fields[ABORT_FIELD] == reason
+
+
 async def test_a_session_lost_in_a_restart_aborts_the_round_with_its_reason(
     start_aggregator: Any,
 ) -> None:
