@@ -52,6 +52,7 @@ from fedmesh.cli.stack import LocalStack
 from fedmesh.client.aggregator import AggregatorClient
 from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.registry import RegistryClient
+from fedmesh.client.signing import NodeSigner
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.rpc import open_channel
@@ -153,12 +154,15 @@ class BenchNode:
         self._aggregator = aggregator
         self._work = work
         self._done: set[str] = set()
+        self._signer = NodeSigner.generate()
 
     async def register(self) -> float:
         """Register (retrying while the coordinator is unreachable); the heartbeat interval."""
         while True:
             try:
-                response = await self._coordinator.register(self.node_id, 100, "bench", {})
+                response = await self._coordinator.register(
+                    self.node_id, 100, "bench", {}, self._signer.public_key
+                )
                 return float(response.heartbeat_interval_s)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE:
@@ -221,6 +225,7 @@ class BenchNode:
                     local_loss=0.5,
                     chunks=lambda: _chunks(data),
                     deadline_s=300,
+                    signer=self._signer,
                 )
                 upload_s = time.perf_counter() - started
         self._work.append(

@@ -35,6 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedmesh.client.aggregator import AggregatorClient
 from fedmesh.client.registry import RegistryClient
+from fedmesh.client.signing import SIGNING_KEYS_FIELD, NodeSigner
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.rpc import CHUNK_BYTES, MAX_MESSAGE_BYTES, open_channel
 from fedmesh.store import EmbeddedRedis, Phase, RoundStore, connect
@@ -150,7 +151,13 @@ async def time_raw(port: int, payload: bytes) -> float:
 
 
 async def time_submit(
-    port: int, payload: bytes, manifest: Manifest, digest: str, base: common.ModelRef, node: str
+    port: int,
+    payload: bytes,
+    manifest: Manifest,
+    digest: str,
+    base: common.ModelRef,
+    node: str,
+    signer: NodeSigner,
 ) -> float:
     """Seconds to upload the payload through SubmitUpdate until its receipt is recorded."""
     async with open_channel(f"127.0.0.1:{port}") as channel:
@@ -169,6 +176,7 @@ async def time_submit(
             local_loss=0.0,
             chunks=lambda: chunks_of(payload),
             deadline_s=600,
+            signer=signer,
         )
         seconds = time.perf_counter() - start
     if response.duplicate or response.received_bytes != len(payload):
@@ -241,6 +249,7 @@ async def run(size_mib: int, repeats: int, workdir: Path) -> dict[str, Any]:
                 size_bytes=len(header) + elements * 4,
             )
         nodes = [f"node-{i}" for i in range(repeats)]
+        signers = {node: NodeSigner.generate() for node in nodes}
         base = {
             "name": version.ref.name,
             "version": version.ref.version,
@@ -248,9 +257,9 @@ async def run(size_mib: int, repeats: int, workdir: Path) -> dict[str, Any]:
         }
         rounds = RoundStore(redis)
         now_ms = time.time_ns() // 1_000_000
-        await rounds.create(
-            RUN, 1, nodes, now_ms + 3_600_000, now_ms, {"base_model": json.dumps(base)}
-        )
+        keys = json.dumps({node: signer.public_key.hex() for node, signer in signers.items()})
+        fields = {"base_model": json.dumps(base), SIGNING_KEYS_FIELD: keys}
+        await rounds.create(RUN, 1, nodes, now_ms + 3_600_000, now_ms, fields)
         await rounds.transition(RUN, 1, Phase.PENDING, Phase.COLLECTING)
 
         measured: dict[str, tuple[list[float], list[float], list[float]]] = {
@@ -266,7 +275,13 @@ async def run(size_mib: int, repeats: int, workdir: Path) -> dict[str, Any]:
                 else:
                     seconds.append(
                         await time_submit(
-                            aggregator.port, payload, manifest, digest, version.ref, node
+                            aggregator.port,
+                            payload,
+                            manifest,
+                            digest,
+                            version.ref,
+                            node,
+                            signers[node],
                         )
                     )
                 peaks.append(receiver.peak_mib())

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fedmesh.client.signing import SIGNING_KEYS_FIELD
 from fedmesh.errors import FailedPrecondition, FedmeshError, NotFound
 from fedmesh.privacy.secagg import SecAggServer
 from fedmesh.privacy.secagg.round_spec import (
@@ -38,7 +39,6 @@ from fedmesh.services.aggregator.locks import KeyedLocks
 from fedmesh.services.aggregator.secure_bucket import SecureBucket
 from fedmesh.services.aggregator.secure_sums import SecureSumStore, UnmaskedBucket
 from fedmesh.services.aggregator.update import ModelRef
-from fedmesh.services.aggregator.validation import SIGNING_KEYS_FIELD
 from fedmesh.store import Phase, Receipt, RoundStore
 
 log = logging.getLogger(__name__)

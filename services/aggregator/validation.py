@@ -20,6 +20,7 @@ from fedmesh.client.signing import (
     MAX_NONCE_BYTES,
     NONCE_BYTES,
     SIGNATURE_BYTES,
+    SIGNING_KEYS_FIELD,
     verify_update,
 )
 from fedmesh.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unauthenticated
@@ -45,10 +46,6 @@ class UnverifiedUpdate(Unauthenticated):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-SIGNING_KEYS_FIELD = "signing_keys"
-"""The round-record field where the coordinator put the participants' keys (node → hex)."""
 
 
 def payload_size(manifest: Manifest) -> int:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 
+from fedmesh.client.signing import SIGNING_KEYS_FIELD
 from fedmesh.errors import AlreadyExists, FailedPrecondition, FedmeshError
 from fedmesh.services.coordinator.evidence import suspected
 from fedmesh.services.coordinator.metrics import CoordinatorMetrics
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
-
-SIGNING_KEYS = "signing_keys"
-"""The round-record field with the participants' Ed25519 public keys: JSON node id → hex."""
 
 QUORUM = "quorum"
 AGGREGATION = "aggregation"
@@ -86,14 +84,10 @@ class RoundDriver:
         events: Events,
         settings: DriverSettings,
         metrics: CoordinatorMetrics,
+        budgets: PrivacyBudgets,
         clock: Callable[[], int] = now_ms,
-        budgets: PrivacyBudgets | None = None,
     ) -> None:
-        """``budgets`` records the rounds charged to private runs and raises the 80 % alert.
-
-        Without it a private run is still refused the round that would overshoot
-        its budget, but charges are not recorded and the 80 % alert is not raised.
-        """
+        """``budgets`` records the rounds charged to private runs and raises the 80 % alert."""
         self._runs = runs
         self._rounds = rounds
         self._nodes = nodes
@@ -157,7 +151,7 @@ class RoundDriver:
         if run.spec.secure_aggregation.enabled:
             fields.update(secure_round_fields(run.spec))
         participants, shortfall = _select(run.spec, eligible, round_no)
-        fields[SIGNING_KEYS] = signing_keys_field(eligible, participants)
+        fields[SIGNING_KEYS_FIELD] = signing_keys_field(eligible, participants)
         deadline = now
         if shortfall:
             fields["failure_reason"] = shortfall
@@ -186,7 +180,7 @@ class RoundDriver:
         if not decision.fits:
             await self._stop_for_budget(run, decision)
             return False
-        if self._budgets is None or not await self._budgets.charge(run.run_id, round_no):
+        if not await self._budgets.charge(run.run_id, round_no):
             return True
         # Only the replica that charged the round raises the alert, so it is raised once.
         if decision.fraction_used < decision.alert_fraction <= decision.fraction_after:
@@ -223,7 +217,7 @@ class RoundDriver:
         # Nodes check their neighbours' SecAgg+ key advertisements with these keys.
         peer_keys: dict[str, str] = {}
         if run.spec.secure_aggregation.enabled:
-            peer_keys = json.loads(record.fields.get(SIGNING_KEYS, "{}"))
+            peer_keys = json.loads(record.fields.get(SIGNING_KEYS_FIELD, "{}"))
         task_for = {
             node_id: Task(
                 task_id=task_id(run.run_id, record.round_no, TaskKind.TRAIN, node_id),

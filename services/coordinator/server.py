@@ -102,7 +102,7 @@ def build(
         events,
         DriverSettings(settings.common.aggregator_address, stale_after_ms, settings.tick_s),
         metrics,
-        budgets=budgets,
+        budgets,
     )
     replica = Replica(
         LeaderLease(redis, settings.replica_id, settings.lease_ttl_ms),

@@ -16,7 +16,7 @@ from fedmesh.services.coordinator.evaluations import EvaluationBoard, NodeEvalua
 from fedmesh.services.coordinator.leadership import Replica
 from fedmesh.services.coordinator.nodes import NodeRegistry, NodeState
 from fedmesh.services.coordinator.outage import unavailable_while_redis_down
-from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets, ledger
+from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets
 from fedmesh.services.coordinator.runs import ModelRef, RunStatus, RunStore
 from fedmesh.services.coordinator.task_feed import TaskFeed
 from fedmesh.store import RoundStore
@@ -40,11 +40,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         heartbeat_interval_s: float,
         stale_after_ms: int,
         clock: Callable[[], int],
-        budgets: PrivacyBudgets | None = None,
+        budgets: PrivacyBudgets,
         *,
         tls_required: bool = False,
     ) -> None:
-        """``budgets`` is where a private run's ε spent is read; without it, from its rounds.
+        """``budgets`` is where a private run's ε spent is read.
 
         ``tls_required`` (outside the dev profile) makes every call present a SPIFFE ID;
         a caller that presents one is always checked (see docs/security.md).
@@ -224,11 +224,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         if run.status is RunStatus.RUNNING and phase is None:
             info.phase = pb.ROUND_PHASE_PENDING
         privacy = run.spec.privacy
-        if privacy.enabled and self._budgets is not None:
+        if privacy.enabled:
             info.epsilon_spent = (await self._budgets.state(run_id, privacy)).epsilon_spent
-        elif privacy.enabled:
-            # Every opened round is charged, so without the ledger: ε after the rounds opened.
-            info.epsilon_spent = ledger(privacy, run.current_round).epsilon_spent()
         return info
 
     async def _round_info(self, run_id: str, round_no: int) -> pb.RoundInfo:

@@ -22,11 +22,13 @@ from types import TracebackType
 
 import grpc
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedmesh.cli.stack import LocalStack
 from fedmesh.client.aggregator import AggregatorClient
 from fedmesh.client.coordinator import CoordinatorClient
 from fedmesh.client.registry import RegistryClient
+from fedmesh.client.signing import NodeSigner
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.rpc import open_channel
 from fedmesh.services.coordinator.stopping import stop
@@ -118,6 +120,7 @@ class TinyNode:
     aggregator: AggregatorClient
     gate: Gate
     uploads: list[Upload]
+    signer: NodeSigner
     silent: bool = False
     heartbeat_s: float = 1.0
     ignored: list[str] = field(default_factory=list)
@@ -135,7 +138,9 @@ class TinyNode:
     async def _register(self) -> None:
         while True:
             try:
-                await self.coordinator.register(self.node_id, 100, "chaos", {"model": "tiny"})
+                await self.coordinator.register(
+                    self.node_id, 100, "chaos", {"model": "tiny"}, self.signer.public_key
+                )
                 return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE:
@@ -177,6 +182,7 @@ class TinyNode:
                 num_samples=100,
                 local_loss=0.5,
                 deadline_s=30,
+                signer=self.signer,
             )
         except grpc.aio.AioRpcError as exc:
             log.warning(
@@ -187,6 +193,12 @@ class TinyNode:
         self.uploads.append(
             Upload(self.node_id, task.run_id, task.round, response.digest, response.duplicate)
         )
+
+
+def seeded_signer(node_id: str) -> NodeSigner:
+    """The same key for the same node id, so a node id keeps its key across fleets on a stack."""
+    seed = hashlib.sha256(b"fedmesh/chaos/" + node_id.encode()).digest()
+    return NodeSigner(Ed25519PrivateKey.from_private_bytes(seed))
 
 
 class Fleet:
@@ -213,6 +225,7 @@ class Fleet:
                 AggregatorClient(aggregator, initial_backoff=0.1),
                 self.gate,
                 self.uploads,
+                seeded_signer(node_id),
                 silent=node_id in self._silent,
             )
             self.nodes.append(node)

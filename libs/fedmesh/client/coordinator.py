@@ -24,7 +24,7 @@ class CoordinatorClient:
         samples: int,
         region: str,
         capabilities: Mapping[str, str],
-        signing_public_key: bytes = b"",
+        signing_public_key: bytes,
     ) -> pb.RegisterNodeResponse:
         """Register this node with its raw 32-byte Ed25519 public key (required by the server)."""
         request = pb.RegisterNodeRequest(

@@ -31,6 +31,9 @@ NONCE_BYTES = 16
 """Bytes of the random nonce a node draws for each update."""
 MAX_NONCE_BYTES = 64
 
+SIGNING_KEYS_FIELD = "signing_keys"
+"""The round-record field where the coordinator puts the participants' keys (JSON node → hex)."""
+
 UPDATE_PURPOSE = b"fedmesh/update/v1"
 ADVERTISEMENT_PURPOSE = b"fedmesh/secagg-advertisement/v1"
 

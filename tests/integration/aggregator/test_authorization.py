@@ -15,14 +15,13 @@ import torch
 
 from fedmesh.client.aggregator import AggregatorClient
 from fedmesh.client.registry import RegistryClient
-from fedmesh.client.signing import NodeSigner
+from fedmesh.client.signing import SIGNING_KEYS_FIELD, NodeSigner
 from fedmesh.proto.aggregator.v1 import aggregator_pb2 as pb
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.rpc import open_channel, start_server
 from fedmesh.rpc.certs import DevCertificateAuthority
 from fedmesh.services.aggregator.server import build
 from fedmesh.services.aggregator.settings import AggregatorSettings
-from fedmesh.services.aggregator.validation import SIGNING_KEYS_FIELD
 from fedmesh.store import Phase, RoundStore
 from fedmesh.store.fencing import current_token, next_token
 from fedmesh.tensors import digest_tensors

@@ -15,6 +15,7 @@ from fedmesh.services.coordinator.driver import DriverSettings, RoundDriver
 from fedmesh.services.coordinator.metrics import CoordinatorMetrics
 from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.ports import AggregateOutcome, Verdict
+from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets
 from fedmesh.services.coordinator.runs import ModelRef, Run, RunStore
 from fedmesh.services.coordinator.spec import RunSpec
 from fedmesh.services.coordinator.tasks import TaskBoard
@@ -112,7 +113,8 @@ def world(redis_client: aioredis.Redis) -> World:
     )
     driver = RoundDriver(
         runs, rounds, nodes, tasks, aggregator, events,
-        DriverSettings("127.0.0.1:7", stale_after_ms=30_000), metrics, clock=lambda: NOW,
+        DriverSettings("127.0.0.1:7", stale_after_ms=30_000), metrics,
+        PrivacyBudgets(redis_client), clock=lambda: NOW,
     )  # fmt: skip
     return World(runs, rounds, nodes, tasks, events, aggregator, metrics, driver)
 

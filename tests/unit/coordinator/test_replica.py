@@ -11,6 +11,7 @@ from fedmesh.services.coordinator.liveness import LivenessWatch
 from fedmesh.services.coordinator.metrics import CoordinatorMetrics
 from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.ports import AggregateOutcome
+from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets
 from fedmesh.services.coordinator.runs import RunStore
 from fedmesh.services.coordinator.stopping import stop
 from fedmesh.services.coordinator.tasks import TaskBoard
@@ -34,6 +35,7 @@ class SlowDriver(RoundDriver):
         super().__init__(
             RunStore(redis), RoundStore(redis), NodeRegistry(redis), TaskBoard(redis),
             NoAggregator(), NoEvents(), DriverSettings("127.0.0.1:1", 30_000), metrics,
+            PrivacyBudgets(redis),
         )  # fmt: skip
         self.tick_s = tick_s
         self.tokens: list[int] = []
