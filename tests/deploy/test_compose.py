@@ -148,6 +148,17 @@ def test_registry_data_and_aggregator_spool_are_named_volumes(compose: dict[str,
         assert volume in compose["volumes"]
 
 
+def test_each_node_keeps_its_signing_key_on_a_volume_across_restarts(
+    compose: dict[str, Any], repo: Path
+) -> None:
+    node = compose["services"]["node"]
+    assert node["volumes"] == ["node-keys:/var/lib/fedmesh/node-keys"]
+    assert "node-keys" in compose["volumes"]
+    # The image creates the directory for its user, so the named volume starts writable.
+    dockerfile = (repo / "deploy" / "Dockerfile").read_text()
+    assert "/var/lib/fedmesh/node-keys" in dockerfile
+
+
 def test_fedmesh_containers_are_non_root_and_read_only(compose: dict[str, Any], repo: Path) -> None:
     dockerfile = (repo / "deploy" / "Dockerfile").read_text()
     user = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")][-1]
@@ -190,7 +201,7 @@ def test_nodes_scale_and_each_replica_gets_its_own_id_and_a_region(
         assert argv[:3] == ["node", "--node-id", f"sim-{hostname}"]
         assert argv[3] == "--region"
         assert argv[4] in {f"region-{i}" for i in range(4)}
-        assert len(argv) == 5
+        assert argv[5:] == ["--signing-key", f"/var/lib/fedmesh/node-keys/sim-{hostname}.pem"]
     again = subprocess.run(
         [sh, "-c", compose_unescape(script)],
         env={"PATH": f"{tmp_path}:{os.environ['PATH']}", "HOSTNAME": "3f2a9c01be77"},
