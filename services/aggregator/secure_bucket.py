@@ -221,7 +221,7 @@ class SecureBucket:
             else:
                 outputs = self._advance(stage)
         except SecAggAbort as error:
-            self._fail(str(error))
+            self._fail(error.reason)
             return
         state.outputs = outputs
         state.closed.set()

@@ -161,6 +161,11 @@ class SecureRounds:
                 f"round {round_no} of run {run_id} does not use secure aggregation; "
                 "submit the update with SubmitUpdate"
             )
+        if ABORT_FIELD in record.fields:
+            raise FailedPrecondition(
+                f"the secure aggregation of round {round_no} of run {run_id} aborted: "
+                f"{record.fields[ABORT_FIELD]}"
+            )
         if await asyncio.to_thread(self._sums.load, run_id, round_no) is not None:
             raise FailedPrecondition(
                 f"the secure aggregation of round {round_no} of run {run_id} already finished"
@@ -272,7 +277,12 @@ class SecureRounds:
                 for bucket in sums.buckets
                 for node_id in bucket.contributors
             ]
-            await self._rounds.record_receipts(run_id, round_no, receipts)
+            try:
+                await self._rounds.record_receipts(run_id, round_no, receipts)
+            except FedmeshError:
+                # The round closed meanwhile (its deadline passed): the sums serve nothing.
+                await asyncio.to_thread(self._sums.remove, run_id, round_no)
+                raise
             log.info(
                 "secure aggregation finished",
                 extra={

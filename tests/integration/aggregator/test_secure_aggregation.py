@@ -216,6 +216,12 @@ async def test_a_bucket_below_its_threshold_fails_the_round_and_publishes_nothin
     assert "fewer than min_survivors 5" in record.fields[ABORT_FIELD]
     assert record.receipts == {}
     assert sums_store(aggregation).load(RUN, 1) is None
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await aggregation.stub.JoinSecureRound(
+            pb.JoinSecureRoundRequest(ref=pb.SecureRoundRef(run_id=RUN, round=1, node_id=nodes[0]))
+        )
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "run-1 aborted: bucket 0: 4 masked inputs received" in (late.value.details() or "")
     await aggregation.close_collection()
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await aggregate(aggregation)
@@ -227,6 +233,23 @@ async def test_a_bucket_below_its_threshold_fails_the_round_and_publishes_nothin
 
 async def _has_field(aggregation: Any, name: str) -> bool:
     return name in (await aggregation.rounds.get(RUN, 1)).fields
+
+
+async def test_sums_of_a_round_that_closed_before_they_were_recorded_are_deleted(
+    aggregation: Any,
+) -> None:
+    nodes = node_ids(4)
+    deadline = await open_secure_round(aggregation, nodes, SecureRoundSpec(clip_range=CLIP_RANGE))
+    sessions = await open_sessions(aggregation, nodes, deadline)
+    await aggregation.close_collection()  # the coordinator moved on while the nodes masked
+    updates = [update_of(aggregation, seed) for seed in range(len(nodes))]
+    await asyncio.gather(*(s.contribute(u) for s, u in zip(sessions, updates, strict=True)))
+
+    async def nothing_stored() -> bool:
+        return not sums_store(aggregation).rounds()
+
+    await wait_for(nothing_stored)
+    assert (await aggregation.rounds.get(RUN, 1)).receipts == {}
 
 
 async def test_a_robust_rule_runs_over_bucket_means_and_blames_buckets_not_nodes(
