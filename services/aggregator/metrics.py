@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
 class AggregatorMetrics:
-    """Rejected updates by reason, bytes received, rounds aggregated, aggregation time."""
+    """Rejected updates, bytes received, rounds aggregated and their time, secure buckets."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -29,6 +29,18 @@ class AggregatorMetrics:
         self._rounds = Counter(
             "fedmesh_aggregator_rounds_aggregated",
             "Rounds aggregated and published",
+            registry=self.registry,
+        )
+        self._secure_buckets = Counter(
+            "fedmesh_aggregator_secure_buckets",
+            "SecAgg+ buckets settled, by outcome (completed or aborted)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._secure_seconds = Histogram(
+            "fedmesh_aggregator_secure_round_seconds",
+            "Time from a secure round's first join until all its buckets settled",
+            buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600),
             registry=self.registry,
         )
         self._seconds = Histogram(
@@ -54,6 +66,19 @@ class AggregatorMetrics:
         """Count one aggregated round and its duration."""
         self._rounds.inc()
         self._seconds.observe(seconds)
+
+    def secure_round_settled(self, completed: int, aborted: int, seconds: float) -> None:
+        """Count a secure round's buckets by outcome and how long its stages took."""
+        self._secure_buckets.labels(outcome="completed").inc(completed)
+        self._secure_buckets.labels(outcome="aborted").inc(aborted)
+        self._secure_seconds.observe(seconds)
+
+    def secure_buckets(self, outcome: str) -> int:
+        """Secure buckets settled so far with ``outcome``."""
+        value = self.registry.get_sample_value(
+            "fedmesh_aggregator_secure_buckets_total", {"outcome": outcome}
+        )
+        return int(value or 0)
 
     @property
     def rejected_total(self) -> int:

@@ -36,6 +36,7 @@ from fedmesh.privacy.secagg.round_spec import (
 )
 from fedmesh.services.aggregator.base_model import BaseManifests
 from fedmesh.services.aggregator.locks import KeyedLocks
+from fedmesh.services.aggregator.metrics import AggregatorMetrics
 from fedmesh.services.aggregator.secure_bucket import SecureBucket
 from fedmesh.services.aggregator.secure_sums import SecureSumStore, UnmaskedBucket
 from fedmesh.services.aggregator.update import ModelRef
@@ -69,6 +70,7 @@ class SecureRound:
     buckets: list[SecureBucket] = field(default_factory=list)
     facts: dict[str, InputFacts] = field(default_factory=dict)
     expiry: asyncio.TimerHandle | None = None
+    started: float = field(default_factory=time.monotonic)
 
     def member(self, node_id: str) -> tuple[int, SecureBucket]:
         """The node's participant index and its bucket."""
@@ -103,11 +105,13 @@ class SecureRounds:
         rounds: RoundStore,
         manifests: BaseManifests,
         sums: SecureSumStore,
+        metrics: AggregatorMetrics,
         clock_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self._rounds = rounds
         self._manifests = manifests
         self._sums = sums
+        self._metrics = metrics
         self._clock_ms = clock_ms
         self._session = uuid.uuid4().hex
         self._active: dict[tuple[str, int], SecureRound] = {}
@@ -259,6 +263,9 @@ class SecureRounds:
                 if bucket.result is not None
             ]
             aborted = {b.bucket: b.abort_reason for b in secure_round.buckets if b.abort_reason}
+            self._metrics.secure_round_settled(
+                len(completed), len(aborted), time.monotonic() - secure_round.started
+            )
             if not completed:
                 reasons = "; ".join(f"bucket {b}: {r}" for b, r in sorted(aborted.items()))
                 await self._record_abort(run_id, round_no, reasons)

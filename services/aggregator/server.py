@@ -92,7 +92,7 @@ async def build(
         spool=spool,
         metrics=metrics,
         secure=SecureAggregationEdge(
-            SecureRounds(rounds, manifests, secure_sums), tls_required=tls_required
+            SecureRounds(rounds, manifests, secure_sums, metrics), tls_required=tls_required
         ),
         tls_required=tls_required,
     )

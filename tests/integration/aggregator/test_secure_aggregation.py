@@ -146,6 +146,7 @@ async def test_the_masked_sum_equals_the_plain_fixed_point_sum_with_dropouts(
     assert sums is not None
     assert len(sums.buckets) == 1
     assert sums.contributors == tuple(survivors)
+    assert aggregation.metrics.secure_buckets("completed") == 1
     assert np.array_equal(sums_store(aggregation).read(sums, sums.buckets[0]), expected)
     survivor_indices = tuple(sorted(nodes.index(node) for node in survivors))
     assert {result.contributors for result in results} == {survivor_indices}
@@ -214,6 +215,8 @@ async def test_a_bucket_below_its_threshold_fails_the_round_and_publishes_nothin
     await wait_for(lambda: _has_field(aggregation, ABORT_FIELD))
     record = await aggregation.rounds.get(RUN, 1)
     assert "fewer than min_survivors 5" in record.fields[ABORT_FIELD]
+    assert aggregation.metrics.secure_buckets("aborted") == 1
+    assert aggregation.metrics.secure_buckets("completed") == 0
     assert record.receipts == {}
     assert sums_store(aggregation).load(RUN, 1) is None
     with pytest.raises(grpc.aio.AioRpcError) as late:
