@@ -213,6 +213,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
             nodes_online=states.count(NodeState.ONLINE),
             nodes_stale=states.count(NodeState.STALE),
             nodes_banned=states.count(NodeState.BANNED),
+            leader_id=leadership.holder,
         )
 
     async def _run_info(self, run_id: str) -> pb.RunInfo:

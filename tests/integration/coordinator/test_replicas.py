@@ -65,9 +65,10 @@ async def test_one_replica_leads_and_the_standby_shows_the_leaders_token(
             await asyncio.sleep(0.3)  # several lease attempts of the standby
             standby = await b.client.status()
 
-    assert (led.replica_id, led.fencing_token) == ("a", 1)
+    assert (led.replica_id, led.fencing_token, led.leader_id) == ("a", 1, "a")
     assert (standby.leader, standby.replica_id) == (False, "b")
     assert standby.fencing_token == led.fencing_token
+    assert standby.leader_id == "a"
 
 
 async def test_the_standby_serves_runs_and_task_streams(

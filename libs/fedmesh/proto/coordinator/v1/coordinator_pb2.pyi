@@ -929,12 +929,15 @@ class GetStatusResponse(_message.Message):
     NODES_ONLINE_FIELD_NUMBER: _builtins.int
     NODES_STALE_FIELD_NUMBER: _builtins.int
     NODES_BANNED_FIELD_NUMBER: _builtins.int
+    LEADER_ID_FIELD_NUMBER: _builtins.int
     leader: _builtins.bool
     replica_id: _builtins.str
     fencing_token: _builtins.int
     nodes_online: _builtins.int
     nodes_stale: _builtins.int
     nodes_banned: _builtins.int
+    leader_id: _builtins.str
+    """The replica that holds the leader lease now (empty when none does)."""
     @_builtins.property
     def active_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunInfo]: ...
     def __init__(
@@ -947,10 +950,11 @@ class GetStatusResponse(_message.Message):
         nodes_online: _builtins.int = ...,
         nodes_stale: _builtins.int = ...,
         nodes_banned: _builtins.int = ...,
+        leader_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_runs", b"active_runs", "fencing_token", b"fencing_token", "leader", b"leader", "nodes_banned", b"nodes_banned", "nodes_online", b"nodes_online", "nodes_stale", b"nodes_stale", "replica_id", b"replica_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_runs", b"active_runs", "fencing_token", b"fencing_token", "leader", b"leader", "leader_id", b"leader_id", "nodes_banned", b"nodes_banned", "nodes_online", b"nodes_online", "nodes_stale", b"nodes_stale", "replica_id", b"replica_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
