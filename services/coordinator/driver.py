@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from opentelemetry import trace
 
 from fedmesh.client.signing import SIGNING_KEYS_FIELD
-from fedmesh.errors import AlreadyExists, FailedPrecondition, FedmeshError
+from fedmesh.errors import Aborted, AlreadyExists, FailedPrecondition, FedmeshError
 from fedmesh.services.coordinator.evidence import suspected
 from fedmesh.services.coordinator.metrics import CoordinatorMetrics
 from fedmesh.services.coordinator.nodes import Node, NodeRegistry
@@ -305,7 +305,22 @@ class RoundDriver:
                         run, record, Phase.AGGREGATING, f"aggregation failed: {exc}", AGGREGATION
                     )
                 return
-        await self._close_completed(run, record, outcome)
+        try:
+            await self._close_completed(run, record, outcome)
+        except Aborted as exc:
+            # StopRun failed the round while the aggregator published: the version stays in
+            # the registry (its lineage names the round) but is not the run's model.
+            log.warning(
+                "round closed meanwhile; its published version is not the run's model",
+                extra={
+                    "fields": {
+                        "run": run.run_id,
+                        "round": record.round_no,
+                        "model_version": outcome.model.version,
+                        "error": str(exc),
+                    }
+                },
+            )
 
     async def _close_completed(
         self, run: Run, record: RoundRecord, outcome: AggregateOutcome

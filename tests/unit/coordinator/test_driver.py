@@ -16,7 +16,7 @@ from fedmesh.services.coordinator.metrics import CoordinatorMetrics
 from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.ports import AggregateOutcome, Verdict
 from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets
-from fedmesh.services.coordinator.runs import ModelRef, Run, RunStore
+from fedmesh.services.coordinator.runs import ModelRef, Run, RunStatus, RunStore
 from fedmesh.services.coordinator.spec import RunSpec
 from fedmesh.services.coordinator.tasks import TaskBoard
 from fedmesh.store import Phase, Receipt, RoundStore
@@ -50,6 +50,7 @@ class Aggregator:
     refuse: str = ""
     excluded: tuple[str, ...] = ()
     calls: list[tuple[str, int, int]] = field(default_factory=list)
+    hold: asyncio.Event | None = None
 
     async def aggregate_round(
         self,
@@ -61,6 +62,8 @@ class Aggregator:
         trace_carrier: Mapping[str, str],
     ) -> AggregateOutcome:
         self.calls.append((run_id, round_no, fencing_token))
+        if self.hold is not None:
+            await self.hold.wait()
         if self.refuse:
             raise FailedPrecondition(self.refuse)
         model = ModelRef(base_model.name, base_model.version + 1, f"digest-{round_no}")
@@ -239,3 +242,32 @@ async def test_a_deposed_leader_leaves_the_round_to_its_successor(world: World) 
 
     assert (await world.rounds.get(run.run_id, 1)).phase is Phase.AGGREGATING
     assert world.events.kinds() == []
+
+
+async def test_a_round_stopped_while_the_aggregator_publishes_stays_failed_with_the_stop_reason(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = await world.start(rounds=2)
+    world.aggregator.hold = asyncio.Event()
+    await world.driver.tick(fencing_token=3)
+    for node in ("node-0", "node-1", "node-2"):
+        await world.rounds.record_receipt(
+            run.run_id, 1, Receipt(node, f"d-{node}", 100, 10, 0.5, NOW)
+        )
+    await world.driver.tick(fencing_token=3)  # AGGREGATING; the aggregator is publishing
+    await world.runs.finish(run.run_id, RunStatus.STOPPED, "run stopped by operator: test")
+    await world.rounds.transition(
+        run.run_id, 1, Phase.AGGREGATING, Phase.FAILED, {"failure_reason": "stopped"}
+    )
+
+    world.aggregator.hold.set()
+    for _ in range(200):
+        if "its published version is not the run's model" in caplog.text:
+            break
+        await asyncio.sleep(0.01)
+
+    record = await world.rounds.get(run.run_id, 1)
+    stopped = await world.runs.get(run.run_id)
+    assert "its published version is not the run's model" in caplog.text
+    assert (record.phase, record.fields["failure_reason"]) == (Phase.FAILED, "stopped")
+    assert (stopped.status, stopped.model) == (RunStatus.STOPPED, BASE)
