@@ -56,7 +56,7 @@ from fedmesh.client.signing import NodeSigner
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.rpc import open_channel
-from fedmesh.services.coordinator.stopping import stop
+from fedmesh.stopping import stop
 from fedmesh.store import free_port
 from fedmesh.telemetry import context_from_carrier, setup_tracing
 from fedmesh.tensors import Manifest, TensorSpec, encode_header, header_length, parse_header

@@ -35,8 +35,8 @@ from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets, ledger
 from fedmesh.services.coordinator.runs import ModelRef, Run, RunStatus, RunStore
 from fedmesh.services.coordinator.selection import poisson_participants, select_participants
 from fedmesh.services.coordinator.spec import RunSpec
-from fedmesh.services.coordinator.stopping import stop
 from fedmesh.services.coordinator.tasks import Task, TaskBoard, TaskKind
+from fedmesh.stopping import stop
 from fedmesh.store import TERMINAL, Phase, RoundRecord, RoundStore
 from fedmesh.telemetry import context_from_carrier, current_carrier
 

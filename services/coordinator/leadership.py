@@ -18,7 +18,7 @@ from fedmesh.services.coordinator.driver import RoundDriver, now_ms
 from fedmesh.services.coordinator.lease import LeaderLease, Leadership
 from fedmesh.services.coordinator.liveness import LivenessWatch
 from fedmesh.services.coordinator.metrics import CoordinatorMetrics
-from fedmesh.services.coordinator.stopping import pause, stop
+from fedmesh.stopping import pause, stop
 
 log = logging.getLogger(__name__)
 

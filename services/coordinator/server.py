@@ -35,9 +35,9 @@ from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets
 from fedmesh.services.coordinator.runs import RunStore
 from fedmesh.services.coordinator.servicer import CoordinatorServicer
 from fedmesh.services.coordinator.settings import CoordinatorSettings
-from fedmesh.services.coordinator.stopping import stop
 from fedmesh.services.coordinator.task_feed import TaskFeed
 from fedmesh.services.coordinator.tasks import TaskBoard
+from fedmesh.stopping import stop
 from fedmesh.store import RoundStore, connect
 from fedmesh.telemetry import setup_logging, setup_tracing
 

@@ -13,8 +13,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from fedmesh.services.coordinator.stopping import pause
 from fedmesh.services.coordinator.tasks import Task, TaskBoard
+from fedmesh.stopping import pause
 
 log = logging.getLogger(__name__)
 

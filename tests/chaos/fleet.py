@@ -31,7 +31,7 @@ from fedmesh.client.registry import RegistryClient
 from fedmesh.client.signing import NodeSigner
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.rpc import open_channel
-from fedmesh.services.coordinator.stopping import stop
+from fedmesh.stopping import stop
 from fedmesh.tensors import decode, digest_tensors
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from fedmesh.model import AnomalyDetector
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.proto.coordinator.v1 import coordinator_pb2 as pb
 from fedmesh.rpc import open_channel
+from fedmesh.stopping import stop
 
 MODEL_NAME = "mesh-detector"
 
@@ -116,12 +116,8 @@ class NodeFleet:
             self._tasks.append(asyncio.create_task(agent.run(), name=f"agent-{index}"))
 
     async def stop(self) -> None:
-        """Cancel the agents and close their channels."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Cancel the agents (again while one still runs) and close their channels."""
+        await asyncio.gather(*(stop(task) for task in self._tasks))
         for transfers in self._closers:
             await transfers.close()
         for channel in self._channels:

@@ -22,9 +22,9 @@ from fedmesh.proto.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from fedmesh.rpc import open_channel, start_server
 from fedmesh.services.coordinator.server import Coordinator, build
 from fedmesh.services.coordinator.settings import CoordinatorSettings
-from fedmesh.services.coordinator.stopping import stop
 from fedmesh.services.registry.server import build as build_registry
 from fedmesh.services.registry.settings import RegistrySettings
+from fedmesh.stopping import stop
 
 MODEL = "detector"
 

@@ -13,8 +13,8 @@ from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.ports import AggregateOutcome
 from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets
 from fedmesh.services.coordinator.runs import RunStore
-from fedmesh.services.coordinator.stopping import stop
 from fedmesh.services.coordinator.tasks import TaskBoard
+from fedmesh.stopping import stop
 from fedmesh.store import RoundStore, keys
 
 

@@ -10,9 +10,9 @@ from fedmesh.services.coordinator.spec import (
     SecureAggregationSettings,
     TrainingSettings,
 )
-from fedmesh.services.coordinator.stopping import stop
 from fedmesh.services.coordinator.task_feed import TaskFeed
 from fedmesh.services.coordinator.tasks import Task, TaskBoard, TaskKind
+from fedmesh.stopping import stop
 
 
 def task(node: str, round_no: int) -> Task:

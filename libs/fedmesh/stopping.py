@@ -1,4 +1,4 @@
-"""Stopping background loops for sure.
+"""Stopping background tasks for sure (coordinator loops, node agents, test fleets).
 
 Under Python 3.11, ``asyncio.wait_for`` swallows a cancellation that arrives as
 the call it wraps completes (fixed in 3.12). redis-py wraps every command it

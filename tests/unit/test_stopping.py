@@ -1,6 +1,6 @@
 import asyncio
 
-from fedmesh.services.coordinator.stopping import stop
+from fedmesh.stopping import stop
 
 
 async def test_a_task_that_swallows_a_cancellation_is_cancelled_again() -> None:
