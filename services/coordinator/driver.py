@@ -328,7 +328,10 @@ class RoundDriver:
         excluded = [
             {"node_id": v.node_id, "reason": v.reason} for v in outcome.verdicts if v.excluded
         ]
-        evidence = [{"node_id": v.node_id, "reason": v.reason} for v in suspected(outcome.verdicts)]
+        # A bucketed rule judges bucket means: its verdict is shared by every member of the
+        # bucket, honest ones included, so it is no evidence against any one node.
+        judged = [] if run.spec.aggregation.bucket_size else suspected(outcome.verdicts)
+        evidence = [{"node_id": v.node_id, "reason": v.reason} for v in judged]
         await self._rounds.transition(
             run.run_id,
             record.round_no,

@@ -17,7 +17,7 @@ from fedmesh.services.coordinator.nodes import NodeRegistry
 from fedmesh.services.coordinator.ports import AggregateOutcome, Verdict
 from fedmesh.services.coordinator.privacy_budget import PrivacyBudgets
 from fedmesh.services.coordinator.runs import ModelRef, Run, RunStatus, RunStore
-from fedmesh.services.coordinator.spec import RunSpec
+from fedmesh.services.coordinator.spec import AggregationSettings, RunSpec
 from fedmesh.services.coordinator.tasks import TaskBoard
 from fedmesh.store import Phase, Receipt, RoundStore
 
@@ -82,7 +82,7 @@ class World:
     metrics: CoordinatorMetrics
     driver: RoundDriver
 
-    async def start(self, rounds: int = 2, nodes: int = 3) -> Run:
+    async def start(self, rounds: int = 2, nodes: int = 3, bucket_size: int = 0) -> Run:
         for index in range(nodes):
             await self.nodes.register(
                 f"node-{index}", 100, "north", {}, NOW, SIGNERS[index].public_key
@@ -90,6 +90,7 @@ class World:
         spec = RunSpec(
             model_name=BASE.name, rounds=rounds, min_participants=3, target_participants=3,
             over_selection=0.0, collect_deadline_s=60, aggregate_deadline_s=30,
+            aggregation=AggregationSettings(bucket_size=bucket_size),
         )  # fmt: skip
         return await self.runs.create(spec, BASE, NOW)
 
@@ -271,3 +272,22 @@ async def test_a_round_stopped_while_the_aggregator_publishes_stays_failed_with_
     assert "its published version is not the run's model" in caplog.text
     assert (record.phase, record.fields["failure_reason"]) == (Phase.FAILED, "stopped")
     assert (stopped.status, stopped.model) == (RunStatus.STOPPED, BASE)
+
+
+async def test_exclusions_of_a_bucketed_rule_are_no_evidence_against_a_node(world: World) -> None:
+    run = await world.start(rounds=1, bucket_size=2)
+    world.aggregator.excluded = ("node-1", "node-2")  # one excluded bucket of two updates
+    await world.driver.tick(fencing_token=3)
+    for node in ("node-0", "node-1", "node-2"):
+        await world.rounds.record_receipt(
+            run.run_id, 1, Receipt(node, f"d-{node}", 100, 10, 0.5, NOW)
+        )
+
+    await world.driver.tick(fencing_token=3)
+    await world.settled(run.run_id, 1, Phase.COMPLETED)
+
+    record = await world.rounds.get(run.run_id, 1)
+    assert [e["node_id"] for e in json.loads(record.fields["excluded"])] == ["node-1", "node-2"]
+    assert json.loads(record.fields["evidence"]) == []
+    assert [(await world.nodes.get(n)).evidence_count for n in ("node-1", "node-2")] == [0, 0]
+    assert "byzantine_suspected" not in world.events.kinds()
