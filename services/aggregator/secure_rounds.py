@@ -48,6 +48,10 @@ SESSION_FIELD = "secure_session"
 """The round-record field naming the aggregator session that runs the round's SecAgg+."""
 
 _OPEN = frozenset({Phase.PENDING, Phase.COLLECTING})
+_RESTARTED = (
+    "the aggregator that ran this round's SecAgg+ stages restarted or was replaced; "
+    "their state was in memory, so the round cannot continue"
+)
 
 
 @dataclass(frozen=True)
@@ -128,9 +132,26 @@ class SecureRounds:
         index, _ = secure_round.member(node_id)
         return secure_round, index
 
-    def find(self, run_id: str, round_no: int, node_id: str) -> tuple[int, SecureBucket]:
-        """The node's index and bucket in a running session; FailedPrecondition if none runs."""
+    async def find(self, run_id: str, round_no: int, node_id: str) -> tuple[int, SecureBucket]:
+        """The node's index and bucket in a running session; FailedPrecondition if none runs.
+
+        A round whose session another aggregator process began (this one restarted, or
+        replaced it) is aborted here with that reason, so the coordinator fails it at
+        once instead of waiting for its deadline.
+        """
+        if (run_id, round_no) not in self._active:
+            owner = await self._session_of(run_id, round_no)
+            if owner is not None and owner != self._session:
+                await self._record_abort(run_id, round_no, _RESTARTED)
+                raise FailedPrecondition(f"round {round_no} of run {run_id}: {_RESTARTED}")
         return self._running(run_id, round_no).member(node_id)
+
+    async def _session_of(self, run_id: str, round_no: int) -> str | None:
+        try:
+            record = await self._rounds.get(run_id, round_no)
+        except NotFound:
+            return None
+        return record.fields.get(SESSION_FIELD)
 
     def signing_key(self, run_id: str, round_no: int, node_id: str) -> bytes:
         """The registered key of a node of a running session (to check what it signs)."""
@@ -176,12 +197,8 @@ class SecureRounds:
             )
         owner = await self._rounds.note_once(run_id, round_no, SESSION_FIELD, self._session)
         if owner != self._session:
-            reason = (
-                "the aggregator that ran this round's SecAgg+ stages restarted or was replaced; "
-                "their state was in memory, so the round cannot continue"
-            )
-            await self._record_abort(run_id, round_no, reason)
-            raise FailedPrecondition(f"round {round_no} of run {run_id}: {reason}")
+            await self._record_abort(run_id, round_no, _RESTARTED)
+            raise FailedPrecondition(f"round {round_no} of run {run_id}: {_RESTARTED}")
         signing_keys = _signing_keys(record.fields.get(SIGNING_KEYS_FIELD))
         if signing_keys is None:
             reason = (

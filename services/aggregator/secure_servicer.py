@@ -70,7 +70,7 @@ class SecureAggregationEdge:
         self, request: pb.AdvertiseKeysRequest, context: Any
     ) -> pb.AdvertiseKeysResponse:
         """Stage 0: the node's public keys in; its neighbours' keys out."""
-        index, bucket = self._member(request.ref, context)
+        index, bucket = await self._member(request.ref, context)
         ref = request.ref
         neighbours = await bucket.advertise_keys(
             KeyAdvertisement(
@@ -95,7 +95,7 @@ class SecureAggregationEdge:
 
     async def share_keys(self, request: pb.ShareKeysRequest, context: Any) -> pb.ShareKeysResponse:
         """Stage 1: sealed shares for each neighbour in; those sealed for this node out."""
-        index, bucket = self._member(request.ref, context)
+        index, bucket = await self._member(request.ref, context)
         delivery = await bucket.share_keys(
             KeyShares(
                 sender=index,
@@ -125,7 +125,7 @@ class SecureAggregationEdge:
                 "SubmitMaskedInput must start with a header, then the masked vector in chunks"
             )
         header = first.header
-        index, bucket = self._member(header.ref, context)
+        index, bucket = await self._member(header.ref, context)
         expected = WORD.itemsize * bucket.vector_length
         if header.payload_bytes != expected:
             raise InvalidArgument(
@@ -157,7 +157,7 @@ class SecureAggregationEdge:
         self, request: pb.RevealSharesRequest, context: Any
     ) -> pb.RevealSharesResponse:
         """Stage 3: the node's revealed shares in; the bucket's contributors once unmasked."""
-        index, bucket = self._member(request.ref, context)
+        index, bucket = await self._member(request.ref, context)
         result = await bucket.unmasking(
             UnmaskingShares(
                 sender=index,
@@ -171,9 +171,9 @@ class SecureAggregationEdge:
         )
         return pb.RevealSharesResponse(contributors=list(result.contributors))
 
-    def _member(self, ref: pb.SecureRoundRef, context: Any) -> tuple[int, SecureBucket]:
+    async def _member(self, ref: pb.SecureRoundRef, context: Any) -> tuple[int, SecureBucket]:
         checked = self._checked(ref, context)
-        return self._rounds.find(checked.run_id, int(checked.round), checked.node_id)
+        return await self._rounds.find(checked.run_id, int(checked.round), checked.node_id)
 
     def _checked(self, ref: pb.SecureRoundRef, context: Any) -> pb.SecureRoundRef:
         missing = [name for name in ("run_id", "node_id") if not getattr(ref, name)]

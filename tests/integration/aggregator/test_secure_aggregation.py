@@ -467,8 +467,9 @@ async def test_a_secure_round_without_its_participants_keys_is_refused(aggregati
     assert (await aggregation.rounds.get(RUN, 2)).fields[ABORT_FIELD] == reason
 
 
+@pytest.mark.parametrize("next_call", ["join", "stage"])
 async def test_a_session_lost_in_a_restart_aborts_the_round_with_its_reason(
-    start_aggregator: Any,
+    start_aggregator: Any, next_call: str
 ) -> None:
     nodes = node_ids(3)
     async with start_aggregator() as first:
@@ -477,12 +478,15 @@ async def test_a_session_lost_in_a_restart_aborts_the_round_with_its_reason(
             pb.JoinSecureRoundRequest(ref=pb.SecureRoundRef(run_id=RUN, round=1, node_id=nodes[0]))
         )
     async with start_aggregator() as second:
+        ref = pb.SecureRoundRef(run_id=RUN, round=1, node_id=nodes[0])
+        # A node that had not joined yet joins; one in the middle of its stages retries here.
+        call = (
+            second.stub.JoinSecureRound(pb.JoinSecureRoundRequest(ref=ref))
+            if next_call == "join"
+            else second.stub.AdvertiseKeys(pb.AdvertiseKeysRequest(ref=ref))
+        )
         with pytest.raises(grpc.aio.AioRpcError) as error:
-            await second.stub.JoinSecureRound(
-                pb.JoinSecureRoundRequest(
-                    ref=pb.SecureRoundRef(run_id=RUN, round=1, node_id=nodes[1])
-                )
-            )
+            await call
         assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         record = await second.rounds.get(RUN, 1)
     assert "restarted or was replaced" in (error.value.details() or "")
