@@ -68,7 +68,8 @@ async def _each(chunks: Iterable[bytes] | AsyncIterable[bytes]) -> AsyncIterator
             yield chunk
 
 
-def _connection_lost(exc: grpc.aio.AioRpcError) -> bool:
+def connection_lost(exc: grpc.aio.AioRpcError) -> bool:
+    """UNAVAILABLE, or a write on a connection that broke mid-stream: the call may be sent again."""
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
         return True
     # A write on a connection that broke mid-stream (see the module docstring).
@@ -150,7 +151,7 @@ class AggregatorClient:
                 try:
                     return await self._upload(header, chunks(), deadline_s)
                 except grpc.aio.AioRpcError as exc:
-                    if not _connection_lost(exc) or attempt >= self._attempts:
+                    if not connection_lost(exc) or attempt >= self._attempts:
                         raise
                     log.warning(
                         "update upload interrupted; sending it again",

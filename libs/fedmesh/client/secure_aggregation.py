@@ -3,16 +3,23 @@
 Each stage call returns when the stage closes for the node's bucket, so its
 deadline is the round's, not a short RPC deadline. A status other than OK is
 final for the round: the node is out of it (a SecAgg+ stage cannot be redone).
+Unary stage calls are retried on UNAVAILABLE by the channel's policy; the masked
+input, a client stream, is sent again by `submit_masked_input` itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+import random
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import grpc
 
+from fedmesh.client.aggregator import connection_lost
 from fedmesh.privacy.secagg import (
     EncryptedShare,
     KeyAdvertisement,
@@ -27,6 +34,10 @@ from fedmesh.proto.aggregator.v1 import aggregator_pb2 as pb
 from fedmesh.proto.aggregator.v1 import aggregator_pb2_grpc as pb_grpc
 from fedmesh.proto.common.v1 import common_pb2 as common
 from fedmesh.rpc.limits import CHUNK_BYTES
+
+log = logging.getLogger(__name__)
+_INITIAL_BACKOFF_S = 0.2
+_MAX_BACKOFF_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -128,9 +139,25 @@ class SecureAggregationClient:
             for start in range(0, len(vector), CHUNK_BYTES):
                 yield pb.SubmitMaskedInputRequest(chunk=vector[start : start + CHUNK_BYTES])
 
-        response: pb.SubmitMaskedInputResponse = await self._stub.SubmitMaskedInput(
-            requests(), timeout=deadline_s
-        )
+        # A client stream is not replayed by the channel's retry policy. Sending the same
+        # masked vector again is safe: the aggregator adds a node's input once, by digest.
+        end = time.monotonic() + deadline_s
+        backoff = _INITIAL_BACKOFF_S
+        while True:
+            try:
+                response: pb.SubmitMaskedInputResponse = await self._stub.SubmitMaskedInput(
+                    requests(), timeout=max(0.0, end - time.monotonic())
+                )
+                break
+            except grpc.aio.AioRpcError as exc:
+                if not connection_lost(exc) or time.monotonic() + backoff >= end:
+                    raise
+                log.warning(
+                    "masked input interrupted; sending it again",
+                    extra={"fields": {"node": ref.node_id, "details": exc.details()}},
+                )
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
         return UnmaskingRequest(recipient=masked.node, survivors=tuple(response.survivors))
 
     async def reveal_shares(
