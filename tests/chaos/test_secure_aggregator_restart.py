@@ -68,9 +68,8 @@ async def test_a_secure_round_cut_by_an_aggregator_restart_fails_and_the_next_co
 
     first, second = state.rounds
     assert first.phase == pb.ROUND_PHASE_FAILED
-    assert (
-        "restarted or was replaced" in first.failure_reason
-        or first.failure_reason.startswith("quorum missed")
+    assert "restarted or was replaced" in first.failure_reason or first.failure_reason.startswith(
+        "quorum missed"
     ), first.failure_reason
     assert second.phase == pb.ROUND_PHASE_COMPLETED, second.failure_reason
     assert sorted(second.received) == sorted(second.participants)
