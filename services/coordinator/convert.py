@@ -198,7 +198,6 @@ def run_to_proto(run: Run, phase: Phase | None) -> pb.RunInfo:
         current_round=run.current_round,
         phase=PHASES[phase] if phase else pb.ROUND_PHASE_UNSPECIFIED,
         model=model_to_proto(run.model),
-        epsilon_spent=run.epsilon_spent,
         failure_reason=run.failure_reason,
         started_unix_ms=run.started_unix_ms,
         rounds_completed=run.rounds_completed,

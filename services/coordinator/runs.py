@@ -74,7 +74,6 @@ class Run:
     rounds_failed: int
     failure_reason: str
     started_unix_ms: int
-    epsilon_spent: float
 
 
 class RunStore:
@@ -101,7 +100,6 @@ class RunStore:
                 "rounds_failed": "0",
                 "failure_reason": "",
                 "started_unix_ms": str(now_unix_ms),
-                "epsilon_spent": "0",
             },
         )
         pipe.zadd(keys.runs_index_key(), {run_id: now_unix_ms})
@@ -123,7 +121,6 @@ class RunStore:
             rounds_failed=int(raw["rounds_failed"]),
             failure_reason=raw["failure_reason"],
             started_unix_ms=int(raw["started_unix_ms"]),
-            epsilon_spent=float(raw["epsilon_spent"]),
         )
 
     async def newest(self, offset: int = 0, limit: int = 100) -> list[Run]:
