@@ -45,7 +45,6 @@ import torch
 from numpy.typing import NDArray
 
 from fedmesh.aggregation import Rule, RuleSpec, aggregate
-from fedmesh.aggregation.attacks import flip_labels
 from fedmesh.privacy.secagg import (
     BucketPlan,
     SecAggClient,
@@ -63,17 +62,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.robustness import (
     BATCH,
     BYZANTINE,
-    CLASSES,
     CLIENTS,
     LEARNING_RATE,
     MOMENTUM,
+    Aggregator,
     Federation,
-    byzantine_messages,
-    initial_weights,
-    logits,
-    per_client_gradient,
+    over_updates,
     rule_specs,
     split_non_iid,
+    train_with,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "robust_secure.md"
@@ -85,59 +82,6 @@ ATTACKS = ("none", "sign_flip", "scaling", "alie", "ipm")
 ARMS = ("fedavg", "robust_only", "robust_bucketed", "robust_secure")
 DROPOUT_BUCKET_SIZE = 6
 DROPOUT_RATES = (0.1, 0.3)
-
-Aggregator = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
-"""(messages n×m, previous step, round index) → this round's step."""
-
-
-def train(
-    aggregator: Aggregator,
-    attack: str,
-    momentum: float,
-    seed: int,
-    rounds: int,
-    data: Federation,
-) -> float:
-    """bench/robustness.py's `train` with the aggregation step passed in; test accuracy or NaN.
-
-    The random draws (minibatches, Gaussian attack) are the same, in the same order, so
-    with the rule over the individual messages it reproduces the robustness bench exactly.
-    """
-    generator = torch.Generator().manual_seed(seed + 1)
-    theta = initial_weights(seed)
-    labels = data.labels.clone()
-    honest_count = CLIENTS - BYZANTINE
-    if attack == "label_flip":
-        labels[honest_count:] = flip_labels(labels[honest_count:], CLASSES)
-    local = data.features.shape[1]
-    buffers = torch.zeros(CLIENTS, theta.numel())
-    previous = torch.zeros_like(theta)
-    for round_index in range(rounds):
-        picks = torch.randint(0, local, (CLIENTS, BATCH), generator=generator)
-        x = torch.gather(data.features, 1, picks[:, :, None].expand(-1, -1, 64))
-        y = torch.gather(labels, 1, picks)
-        gradients = per_client_gradient(theta, x, y)
-        buffers = momentum * buffers + (1 - momentum) * gradients if momentum else gradients
-        honest = buffers[:honest_count]
-        sent = torch.cat(
-            [honest, byzantine_messages(attack, honest, buffers[honest_count:], generator)]
-        )
-        step = aggregator(sent, previous, round_index)
-        previous = step
-        theta = theta - LEARNING_RATE * step
-        if not bool(torch.isfinite(theta).all()):
-            return math.nan
-    predictions = logits(theta, data.test_features).argmax(dim=1)
-    return float((predictions == data.test_labels).float().mean())
-
-
-def over_updates(spec: RuleSpec) -> Aggregator:
-    """The rule over the individual messages (the robustness bench's aggregation)."""
-
-    def step(sent: torch.Tensor, previous: torch.Tensor, round_index: int) -> torch.Tensor:
-        return aggregate(spec, sent, reference=previous).aggregate
-
-    return step
 
 
 def round_context(seed: int, round_index: int) -> bytes:
@@ -287,7 +231,7 @@ def first_round_messages(attack: str, seed: int, data: Federation) -> torch.Tens
         captured.append(sent.clone())
         return torch.zeros_like(previous)
 
-    train(capture, attack, 0.0, seed, 1, data)
+    train_with(capture, attack, 0.0, seed, 1, data)
     return captured[0]
 
 
@@ -352,7 +296,7 @@ def run_grid(
 
     def timed(arm: str, aggregator: Aggregator, attack: str, seed: int) -> float:
         started = time.perf_counter()
-        accuracy = train(aggregator, attack, momentum, seed, rounds, federations[seed])
+        accuracy = train_with(aggregator, attack, momentum, seed, rounds, federations[seed])
         seconds[arm] += time.perf_counter() - started
         return accuracy
 

@@ -134,10 +134,35 @@ def byzantine_messages(
     return mimic(honest, BYZANTINE)
 
 
+Aggregator = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+"""(messages n×m, previous step, round index) → this round's step."""
+
+
+def over_updates(spec: RuleSpec) -> Aggregator:
+    """The rule over the individual messages (this bench's aggregation)."""
+
+    def step(sent: torch.Tensor, previous: torch.Tensor, round_index: int) -> torch.Tensor:
+        return aggregate(spec, sent, reference=previous).aggregate
+
+    return step
+
+
 def train(
     spec: RuleSpec, attack: str, momentum: float, seed: int, rounds: int, data: Federation
 ) -> float:
-    """Train for `rounds` rounds and return the test accuracy (NaN if the model diverged)."""
+    """Train for `rounds` rounds with `spec`'s rule and return the test accuracy (NaN if
+    the model diverged)."""
+    return train_with(over_updates(spec), attack, momentum, seed, rounds, data)
+
+
+def train_with(
+    aggregator: Aggregator, attack: str, momentum: float, seed: int, rounds: int, data: Federation
+) -> float:
+    """Train with any aggregation step (bench/robust_secure.py passes secure buckets).
+
+    The random draws (minibatches, Gaussian attack) depend only on the seed, so every
+    aggregation step sees the same messages in round one.
+    """
     generator = torch.Generator().manual_seed(seed + 1)
     theta = initial_weights(seed)
     labels = data.labels.clone()
@@ -147,7 +172,7 @@ def train(
     local = data.features.shape[1]
     buffers = torch.zeros(CLIENTS, theta.numel())
     previous = torch.zeros_like(theta)
-    for _ in range(rounds):
+    for round_index in range(rounds):
         picks = torch.randint(0, local, (CLIENTS, BATCH), generator=generator)
         x = torch.gather(data.features, 1, picks[:, :, None].expand(-1, -1, 64))
         y = torch.gather(labels, 1, picks)
@@ -157,7 +182,7 @@ def train(
         sent = torch.cat(
             [honest, byzantine_messages(attack, honest, buffers[honest_count:], generator)]
         )
-        step = aggregate(spec, sent, reference=previous).aggregate
+        step = aggregator(sent, previous, round_index)
         previous = step
         theta = theta - LEARNING_RATE * step
         if not bool(torch.isfinite(theta).all()):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from fedmesh.durable import fsync_dir
 from fedmesh.errors import DataLoss
 from fedmesh.privacy.secagg import FixedPointCodec
 from fedmesh.privacy.secagg.quantize import WORD
@@ -80,14 +81,6 @@ def _round_dir(root: Path, run_id: str, round_no: int) -> Path:
     return root / run_part / str(round_no)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class SecureSumStore:
     """Writes, reads and removes the stored sums of secure rounds (blocking; call in a thread)."""
 
@@ -137,7 +130,7 @@ class SecureSumStore:
         with staging.open("rb") as file:
             os.fsync(file.fileno())
         staging.replace(directory / _SUMMARY)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return sums
 
     def load(self, run_id: str, round_no: int) -> SecureSums | None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from fedmesh.durable import fsync_dir
 from fedmesh.errors import DataLoss
 from fedmesh.services.aggregator.update import Chunk
 
@@ -56,14 +57,6 @@ def _decode(part: str) -> str:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _make_dirs_durably(path: Path) -> None:
     missing = []
     while not path.exists():
@@ -71,7 +64,7 @@ def _make_dirs_durably(path: Path) -> None:
         path = path.parent
     for directory in reversed(missing):
         directory.mkdir(exist_ok=True)
-        _fsync_dir(directory.parent)
+        fsync_dir(directory.parent)
 
 
 class SpoolWriter:
@@ -223,7 +216,7 @@ class UpdateSpool:
         writer.seal()
         _make_dirs_durably(target.parent)
         os.replace(writer.path, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return True
 
     def contains(self, key: SpoolKey) -> bool:

@@ -16,18 +16,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from fedmesh.durable import fsync_dir
 from fedmesh.services.registry.names import check_digest, is_digest
 
 _READ_BYTES = 1 << 20
 _STAGING = ".staging"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StagedBlob:
@@ -86,9 +79,9 @@ class BlobStore:
         target = self.path_of(digest)
         if not target.parent.is_dir():
             target.parent.mkdir()
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         os.replace(staged.path, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     def size_of(self, digest: str) -> int | None:
         """The blob's size in bytes, or None when it is not stored."""
@@ -116,7 +109,7 @@ class BlobStore:
             path.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     def digests(self) -> Iterator[str]:

@@ -20,19 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository r
 
 from bench import robustness
 from bench.robust_secure import (
-    Aggregator,
     ExactnessLog,
     PlainBuckets,
     SecureBuckets,
     dropout_check,
     first_round_messages,
-    over_updates,
     plain_sum,
     robust_spec,
     secure_sum,
     spread_dropouts,
-    train,
 )
+from bench.robustness import Aggregator, over_updates, train_with
 from fedmesh.aggregation import Rule, RuleSpec
 from fedmesh.privacy.secagg import plan_buckets
 
@@ -87,16 +85,6 @@ def test_a_wrong_plain_sum_is_told_apart() -> None:
     assert (log.buckets, log.exact, log.all_exact) == (2, 1, False)
 
 
-def test_the_training_loop_reproduces_the_robustness_bench() -> None:
-    data = robustness.split_non_iid(1)
-    spec = robust_spec(Rule.CENTERED_CLIPPING)
-
-    for attack in ("sign_flip", "gaussian", "label_flip"):
-        ours = train(over_updates(spec), attack, robustness.MOMENTUM, 1, 8, data)
-        theirs = robustness.train(spec, attack, robustness.MOMENTUM, 1, 8, data)
-        assert ours == theirs
-
-
 def test_one_secure_step_matches_the_plain_bucket_step_to_the_fixed_point_resolution() -> None:
     data = robustness.split_non_iid(0)
     messages = first_round_messages("alie", 0, data)
@@ -148,7 +136,7 @@ def test_robust_secure_accuracy_under_attack_stays_close_to_robust_only(
             "robust_secure": SecureBuckets(spec, seed, log=log),
         }
         for arm, aggregator in aggregators.items():
-            accuracy[arm].append(train(aggregator, attack, 0.0, seed, ROUNDS, data))
+            accuracy[arm].append(train_with(aggregator, attack, 0.0, seed, ROUNDS, data))
     fedavg, robust_only, robust_secure = (
         statistics.fmean(accuracy[arm]) for arm in ("fedavg", "robust_only", "robust_secure")
     )
