@@ -74,6 +74,18 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         if self._tls_required or peer_identity(context) is not None:
             require_identity(context, spiffe_id(kind, name), tls_required=self._tls_required)
 
+    def _emitting(self, context: Context[Any, Any], sources: set[str]) -> None:
+        """Refuse events unless each names the calling service as its source (under mTLS)."""
+        if not (self._tls_required or peer_identity(context) is not None):
+            return
+        if "" in sources:
+            raise InvalidArgument(
+                "event.source is empty; with mTLS an event must name the service that emits "
+                "it, and the caller must be that service"
+            )
+        for source in sorted(sources):
+            self._acting_as(context, "service", source)
+
     def _admin(self, context: Context[Any, Any]) -> str | None:
         """The calling admin's name; None in the dev profile without mTLS."""
         identity = peer_identity(context)
@@ -99,8 +111,7 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         if not request.HasField("event"):
             raise InvalidArgument("event is required")
         event = wire.event_from_pb(request.event)
-        if event.source:
-            self._acting_as(context, "service", event.source)
+        self._emitting(context, {event.source})
         result = await self._intake.emit(event)
         return pb.EmitResponse(
             fingerprint=result.fingerprint, state=_state(result), count=result.count
@@ -119,8 +130,7 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
                 events.append(wire.event_from_pb(event))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"event {index} ({event.kind!r}): {exc}") from None
-        for source in {e.source for e in events if e.source}:
-            self._acting_as(context, "service", source)
+        self._emitting(context, {e.source for e in events})
         results = await self._intake.emit_batch(events)
         return pb.EmitBatchResponse(
             results=[

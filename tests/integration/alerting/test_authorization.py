@@ -51,6 +51,8 @@ async def test_callers_act_only_as_themselves(
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await call
             denied.append((info.value.code(), info.value.details()))
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+            await node.emit("round_failed", source="", labels={"run": "r3"})
         alerts = await node.list_alerts()
         silences = await admin.list_silences()
 
@@ -65,6 +67,11 @@ async def test_callers_act_only_as_themselves(
         "spiffe://fedmesh.local/service/registry"
     )
     assert denied[2][1] == "created_by is 'bob' but the caller is admin 'alice'"
+    assert anonymous.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert anonymous.value.details() == (
+        "event.source is empty; with mTLS an event must name the service that emits it, "
+        "and the caller must be that service"
+    )
     assert denied[3][1] == (
         "caller spiffe://fedmesh.local/node/n1 may not act as spiffe://fedmesh.local/admin/n1"
     )
