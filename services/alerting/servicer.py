@@ -18,6 +18,7 @@ from fedmesh.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from fedmesh.proto.alerting.v1 import alerting_pb2 as pb
 from fedmesh.proto.alerting.v1 import alerting_pb2_grpc as pb_grpc
 from fedmesh.rpc import translate_errors
+from fedmesh.rpc.authorization import CallerPolicy
 from fedmesh.rpc.certs import spiffe_id
 from fedmesh.rpc.identity import peer_identity, require_identity
 from fedmesh.services.alerting import wire
@@ -68,11 +69,7 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         self._feed = feed
         self._clock = clock
         self._tls_required = tls_required
-
-    def _acting_as(self, context: Context[Any, Any], kind: str, name: str) -> None:
-        """Refuse unless the caller is ``kind/name`` (nothing to check without an identity)."""
-        if self._tls_required or peer_identity(context) is not None:
-            require_identity(context, spiffe_id(kind, name), tls_required=self._tls_required)
+        self._callers = CallerPolicy(tls_required=tls_required)
 
     def _emitting(self, context: Context[Any, Any], sources: set[str]) -> None:
         """Refuse events unless each names the calling service as its source (under mTLS)."""
@@ -84,7 +81,7 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
                 "it, and the caller must be that service"
             )
         for source in sorted(sources):
-            self._acting_as(context, "service", source)
+            self._callers.acting_as(context, "service", source)
 
     def _admin(self, context: Context[Any, Any]) -> str | None:
         """The calling admin's name; None in the dev profile without mTLS."""
@@ -152,7 +149,7 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
     ) -> pb.ReportAnomalyResponse:
         """Fire the node's alert of the score's band (or resolve it below every band)."""
         if request.node_id:
-            self._acting_as(context, "node", request.node_id)
+            self._callers.acting_as(context, "node", request.node_id)
         outcome = await self._intake.report_anomaly(wire.report_from_pb(request))
         return pb.ReportAnomalyResponse(
             fingerprint=outcome.fingerprint,
@@ -167,6 +164,7 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         context: Context[pb.ListAlertsRequest, pb.ListAlertsResponse],
     ) -> pb.ListAlertsResponse:
         """Alerts filtered by state, minimum severity and exact labels."""
+        self._callers.authenticated(context)
         views = await self._board.list_alerts(
             wire.standing_from_pb(request.state),
             wire.severity_from_pb(request.min_severity, "min_severity"),
@@ -181,6 +179,7 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         context: Context[pb.WatchAlertsRequest, pb.WatchAlertsResponse],
     ) -> AsyncIterator[pb.WatchAlertsResponse]:
         """The alerts firing now, then every change as it happens."""
+        self._callers.authenticated(context)
         minimum = wire.severity_from_pb(request.min_severity, "min_severity")
         async with self._feed.subscribe() as subscription:
             for view in await self._board.list_alerts(min_severity=minimum):
@@ -214,6 +213,7 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         context: Context[pb.ListSilencesRequest, pb.ListSilencesResponse],
     ) -> pb.ListSilencesResponse:
         """Every retained silence, active and expired, latest end first."""
+        self._callers.authenticated(context)
         now = self._clock()
         silences = await self._silences.all()
         return pb.ListSilencesResponse(silences=[wire.silence_to_pb(s, now) for s in silences])
@@ -260,4 +260,5 @@ class AlertingServicer(pb_grpc.AlertingServiceServicer):
         context: Context[pb.GetStatusRequest, pb.GetStatusResponse],
     ) -> pb.GetStatusResponse:
         """Counts, sinks' health and the rule file in use."""
+        self._callers.authenticated(context)
         return wire.status_to_pb(await self._board.status())
