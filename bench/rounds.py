@@ -289,10 +289,7 @@ class Fleet:
 
     async def close(self) -> None:
         """Stop the nodes and close their channels."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            await stop(task)
+        await asyncio.gather(*(stop(task) for task in self._tasks))
         for channel in self._channels:
             await channel.close()
 

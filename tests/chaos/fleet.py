@@ -238,10 +238,7 @@ class Fleet:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            await stop(task)
+        await asyncio.gather(*(stop(task) for task in self._tasks))
         for channel in self._channels:
             await channel.close()
 
